@@ -1,0 +1,16 @@
+//! hoist: a GitLab webhook-driven deploy bot for Docker Swarm.
+//!
+//! Data flows one way: `webhook` authenticates and persists deliveries into
+//! `store`; the `worker` claims them, `events` parses them, and the dispatcher
+//! decides what they mean. `registry` and `swarm` do the deploy itself.
+
+pub mod config;
+pub mod events;
+pub mod http;
+pub mod metrics;
+pub mod registry;
+pub mod server;
+pub mod store;
+pub mod swarm;
+pub mod webhook;
+pub mod worker;
