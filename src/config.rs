@@ -178,9 +178,15 @@ impl Role {
 
     /// The highest role whose level is at most `level` (None below guest).
     pub fn from_access_level(level: u32) -> Option<Role> {
-        [Role::Owner, Role::Maintainer, Role::Developer, Role::Reporter, Role::Guest]
-            .into_iter()
-            .find(|r| level >= r.access_level())
+        [
+            Role::Owner,
+            Role::Maintainer,
+            Role::Developer,
+            Role::Reporter,
+            Role::Guest,
+        ]
+        .into_iter()
+        .find(|r| level >= r.access_level())
     }
 }
 
@@ -278,7 +284,8 @@ pub struct PortSpec {
 
 impl PortSpec {
     pub fn parse(text: &str) -> Result<PortSpec, String> {
-        let bad = || format!("{text:?} is not a port mapping (expected PUBLISHED:TARGET[/tcp|/udp])");
+        let bad =
+            || format!("{text:?} is not a port mapping (expected PUBLISHED:TARGET[/tcp|/udp])");
         let (ports, proto) = match text.split_once('/') {
             Some((p, proto)) => (p, proto),
             None => (text, "tcp"),
@@ -315,9 +322,11 @@ pub fn render_tag(template: &str, values: &TagValues<'_>) -> Result<String, Stri
     for piece in template_pieces(template)? {
         match piece {
             Piece::Text(t) => out.push_str(t),
-            Piece::Placeholder("tag") => {
-                out.push_str(values.tag.ok_or("{tag} needs a tag, but this commit has none")?)
-            }
+            Piece::Placeholder("tag") => out.push_str(
+                values
+                    .tag
+                    .ok_or("{tag} needs a tag, but this commit has none")?,
+            ),
             Piece::Placeholder("sha") => out.push_str(values.sha),
             Piece::Placeholder("short_sha") => out.push_str(&values.sha[..values.sha.len().min(8)]),
             Piece::Placeholder("ref_slug") => out.push_str(&ref_slug(values.ref_name)),
@@ -510,20 +519,24 @@ impl Config {
     }
 
     /// Parses and validates `text` as if read from `file`.
-    pub fn parse(file: &Path, text: &str, secrets: &dyn SecretSource) -> Result<Config, ConfigError> {
+    pub fn parse(
+        file: &Path,
+        text: &str,
+        secrets: &dyn SecretSource,
+    ) -> Result<Config, ConfigError> {
         let err = |key: &str, reason: String| ConfigError {
             file: file.to_path_buf(),
             key: key.to_string(),
             reason,
         };
-        let value: toml::Table = toml::from_str(text).map_err(|e| {
-            err("", format!("not valid TOML: {}", e.message().trim()))
-        })?;
-        let raw: RawConfig = serde_path_to_error::deserialize(toml::Value::Table(value))
-            .map_err(|e| {
+        let value: toml::Table = toml::from_str(text)
+            .map_err(|e| err("", format!("not valid TOML: {}", e.message().trim())))?;
+        let raw: RawConfig =
+            serde_path_to_error::deserialize(toml::Value::Table(value)).map_err(|e| {
                 let key = e.path().to_string();
                 let key = if key == "." { String::new() } else { key };
-                err(&key, e.into_inner().to_string())
+                let reason = e.into_inner().to_string();
+                err(&key, reason.lines().next().unwrap_or_default().to_string())
             })?;
         Validator { file, secrets }.build(raw)
     }
@@ -531,8 +544,7 @@ impl Config {
     /// The project configured for a webhook's `project.id`/`project_id` or `path_with_namespace`.
     pub fn project(&self, id: Option<u64>, path: Option<&str>) -> Option<&ProjectConfig> {
         self.projects.iter().find(|p| {
-            path.is_some_and(|path| p.path == path)
-                || id.is_some_and(|id| p.path == id.to_string())
+            path.is_some_and(|path| p.path == path) || id.is_some_and(|id| p.path == id.to_string())
         })
     }
 }
@@ -585,10 +597,16 @@ impl Validator<'_> {
 
     fn build(&self, raw: RawConfig) -> Result<Config, ConfigError> {
         let server = self.server(raw.server)?;
-        let store_url = raw.store.url.unwrap_or_else(|| "sqlite://hoist.db".to_string());
+        let store_url = raw
+            .store
+            .url
+            .unwrap_or_else(|| "sqlite://hoist.db".to_string());
         let store_url = self.secret("store.url", &store_url, true)?;
         let url = store_url.expose();
-        if !(url.starts_with("sqlite:") || url.starts_with("postgres://") || url.starts_with("postgresql://")) {
+        if !(url.starts_with("sqlite:")
+            || url.starts_with("postgres://")
+            || url.starts_with("postgresql://"))
+        {
             return Err(self.err("store.url", "must start with sqlite: or postgres://"));
         }
         let gitlab = GitlabConfig {
@@ -600,8 +618,14 @@ impl Validator<'_> {
             .host
             .or_else(|| self.secrets.env("DOCKER_HOST"))
             .unwrap_or_else(|| "unix:///var/run/docker.sock".to_string());
-        if !(host.starts_with("unix://") || host.starts_with("tcp://") || host.starts_with("http://")) {
-            return Err(self.err("docker.host", format!("{host:?} must start with unix:// or tcp://")));
+        if !(host.starts_with("unix://")
+            || host.starts_with("tcp://")
+            || host.starts_with("http://"))
+        {
+            return Err(self.err(
+                "docker.host",
+                format!("{host:?} must start with unix:// or tcp://"),
+            ));
         }
         let docker = DockerConfig { host };
 
@@ -610,10 +634,16 @@ impl Validator<'_> {
         for (i, r) in raw.registries.into_iter().enumerate() {
             let key = format!("registries[{i}]");
             if r.host.is_empty() || r.host.contains('/') {
-                return Err(self.err(format!("{key}.host"), "must be a host[:port] without scheme or path"));
+                return Err(self.err(
+                    format!("{key}.host"),
+                    "must be a host[:port] without scheme or path",
+                ));
             }
             if !seen.insert(r.host.clone()) {
-                return Err(self.err(format!("{key}.host"), format!("registry {} is configured twice", r.host)));
+                return Err(self.err(
+                    format!("{key}.host"),
+                    format!("registry {} is configured twice", r.host),
+                ));
             }
             let password = r
                 .password
@@ -624,7 +654,12 @@ impl Validator<'_> {
                 return Err(self.err(key, "username and password go together"));
             }
             let insecure = r.insecure.unwrap_or_else(|| is_loopback_host(&r.host));
-            registries.push(RegistryConfig { host: r.host, username: r.username, password, insecure });
+            registries.push(RegistryConfig {
+                host: r.host,
+                username: r.username,
+                password,
+                insecure,
+            });
         }
 
         let mut projects = Vec::new();
@@ -632,7 +667,10 @@ impl Validator<'_> {
         for (i, p) in raw.projects.into_iter().enumerate() {
             let key = format!("projects[{i}]");
             if !paths.insert(p.path.clone()) {
-                return Err(self.err(format!("{key}.path"), format!("project {} is configured twice", p.path)));
+                return Err(self.err(
+                    format!("{key}.path"),
+                    format!("project {} is configured twice", p.path),
+                ));
             }
             projects.push(self.project(&key, p)?);
         }
@@ -649,9 +687,12 @@ impl Validator<'_> {
 
     fn server(&self, raw: RawServer) -> Result<ServerConfig, ConfigError> {
         let listen_text = raw.listen.unwrap_or_else(|| "0.0.0.0:8080".to_string());
-        let listen: SocketAddr = listen_text
-            .parse()
-            .map_err(|_| self.err("server.listen", format!("{listen_text:?} is not an address like 0.0.0.0:8080")))?;
+        let listen: SocketAddr = listen_text.parse().map_err(|_| {
+            self.err(
+                "server.listen",
+                format!("{listen_text:?} is not an address like 0.0.0.0:8080"),
+            )
+        })?;
         let public_url = match raw.public_url {
             Some(u) => self.http_url("server.public_url", &u)?,
             None => format!("http://{listen}"),
@@ -667,7 +708,12 @@ impl Validator<'_> {
             .as_deref()
             .map(|t| self.secret("server.api_token", t, false))
             .transpose()?;
-        Ok(ServerConfig { listen, public_url, max_body_bytes, api_token })
+        Ok(ServerConfig {
+            listen,
+            public_url,
+            max_body_bytes,
+            api_token,
+        })
     }
 
     fn http_url(&self, key: &str, value: &str) -> Result<String, ConfigError> {
@@ -675,7 +721,12 @@ impl Validator<'_> {
         let rest = trimmed
             .strip_prefix("https://")
             .or_else(|| trimmed.strip_prefix("http://"))
-            .ok_or_else(|| self.err(key, format!("{value:?} must start with http:// or https://")))?;
+            .ok_or_else(|| {
+                self.err(
+                    key,
+                    format!("{value:?} must start with http:// or https://"),
+                )
+            })?;
         if rest.is_empty() || rest.starts_with('/') {
             return Err(self.err(key, format!("{value:?} has no host")));
         }
@@ -702,13 +753,19 @@ impl Validator<'_> {
             })
             .transpose()?;
         if webhook_token.is_none() && signing_token.is_none() {
-            return Err(self.err(key, "needs webhook_token or signing_token: hoist accepts no unauthenticated webhooks"));
+            return Err(self.err(
+                key,
+                "needs webhook_token or signing_token: hoist accepts no unauthenticated webhooks",
+            ));
         }
         let mut environments: Vec<EnvironmentConfig> = Vec::new();
         for (i, e) in p.environments.into_iter().enumerate() {
             let ekey = format!("{key}.environments[{i}]");
             if environments.iter().any(|x| x.name == e.name) {
-                return Err(self.err(format!("{ekey}.name"), format!("environment {} is configured twice", e.name)));
+                return Err(self.err(
+                    format!("{ekey}.name"),
+                    format!("environment {} is configured twice", e.name),
+                ));
             }
             environments.push(self.environment(&ekey, e)?);
         }
@@ -724,29 +781,48 @@ impl Validator<'_> {
 
     fn environment(&self, key: &str, e: RawEnvironment) -> Result<EnvironmentConfig, ConfigError> {
         let valid_name = !e.name.is_empty()
-            && e.name.chars().all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c));
+            && e.name
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c));
         if !valid_name {
-            return Err(self.err(format!("{key}.name"), format!("{:?} must be letters, digits, '-', '_' or '.'", e.name)));
+            return Err(self.err(
+                format!("{key}.name"),
+                format!("{:?} must be letters, digits, '-', '_' or '.'", e.name),
+            ));
         }
         if e.policy == Policy::Manual && e.tag_pattern.is_some() {
-            return Err(self.err(format!("{key}.tag_pattern"), "only applies to policy = \"tag\""));
+            return Err(self.err(
+                format!("{key}.tag_pattern"),
+                "only applies to policy = \"tag\"",
+            ));
         }
         let tag_pattern_text = e.tag_pattern.unwrap_or_else(|| "*".to_string());
         let tag_pattern = globset::GlobBuilder::new(&tag_pattern_text)
             .literal_separator(false)
             .build()
-            .map_err(|err| self.err(format!("{key}.tag_pattern"), format!("bad glob {tag_pattern_text:?}: {}", err.kind())))?
+            .map_err(|err| {
+                self.err(
+                    format!("{key}.tag_pattern"),
+                    format!("bad glob {tag_pattern_text:?}: {}", err.kind()),
+                )
+            })?
             .compile_matcher();
         let mut services: Vec<ServiceConfig> = Vec::new();
         for (i, s) in e.services.into_iter().enumerate() {
             let skey = format!("{key}.services[{i}]");
             if services.iter().any(|x| x.name == s.name) {
-                return Err(self.err(format!("{skey}.name"), format!("service {} is listed twice", s.name)));
+                return Err(self.err(
+                    format!("{skey}.name"),
+                    format!("service {} is listed twice", s.name),
+                ));
             }
             services.push(self.service(&skey, e.policy, s)?);
         }
         if services.is_empty() {
-            return Err(self.err(format!("{key}.services"), "an environment needs at least one service"));
+            return Err(self.err(
+                format!("{key}.services"),
+                "an environment needs at least one service",
+            ));
         }
         Ok(EnvironmentConfig {
             name: e.name,
@@ -760,14 +836,33 @@ impl Validator<'_> {
         })
     }
 
-    fn service(&self, key: &str, policy: Policy, s: RawService) -> Result<ServiceConfig, ConfigError> {
+    fn service(
+        &self,
+        key: &str,
+        policy: Policy,
+        s: RawService,
+    ) -> Result<ServiceConfig, ConfigError> {
         let valid_name = !s.name.is_empty()
-            && s.name.chars().all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c));
+            && s.name
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c));
         if !valid_name {
-            return Err(self.err(format!("{key}.name"), format!("{:?} is not a Swarm service name", s.name)));
+            return Err(self.err(
+                format!("{key}.name"),
+                format!("{:?} is not a Swarm service name", s.name),
+            ));
         }
-        if s.image.is_empty() || s.image.contains('@') || s.image.rsplit('/').next().is_some_and(|last| last.contains(':')) {
-            return Err(self.err(format!("{key}.image"), format!("{:?} must be a repository without tag or digest", s.image)));
+        if s.image.is_empty()
+            || s.image.contains('@')
+            || s.image
+                .rsplit('/')
+                .next()
+                .is_some_and(|last| last.contains(':'))
+        {
+            return Err(self.err(
+                format!("{key}.image"),
+                format!("{:?} must be a repository without tag or digest", s.image),
+            ));
         }
         let tag = s.tag.unwrap_or_else(|| match policy {
             Policy::Tag => "{tag}".into(),
@@ -788,33 +883,58 @@ impl Validator<'_> {
             return Err(self.err(format!("{key}.tag"), "must not be empty"));
         }
         if s.platforms.is_empty() {
-            return Err(self.err(format!("{key}.platforms"), "list at least one platform, e.g. [\"linux/amd64\"]"));
+            return Err(self.err(
+                format!("{key}.platforms"),
+                "list at least one platform, e.g. [\"linux/amd64\"]",
+            ));
         }
         let mut platforms = Vec::new();
         for (i, p) in s.platforms.iter().enumerate() {
-            platforms.push(Platform::parse(p).map_err(|r| self.err(format!("{key}.platforms[{i}]"), r))?);
+            platforms.push(
+                Platform::parse(p).map_err(|r| self.err(format!("{key}.platforms[{i}]"), r))?,
+            );
         }
         let create = s
             .create
             .map(|c| -> Result<CreateSpec, ConfigError> {
                 let mut ports = Vec::new();
                 for (i, p) in c.ports.iter().enumerate() {
-                    ports.push(PortSpec::parse(p).map_err(|r| self.err(format!("{key}.create.ports[{i}]"), r))?);
+                    ports.push(
+                        PortSpec::parse(p)
+                            .map_err(|r| self.err(format!("{key}.create.ports[{i}]"), r))?,
+                    );
                 }
                 for (i, v) in c.env.iter().enumerate() {
                     if !v.contains('=') || v.starts_with('=') {
-                        return Err(self.err(format!("{key}.create.env[{i}]"), format!("{v:?} must be NAME=value")));
+                        return Err(self.err(
+                            format!("{key}.create.env[{i}]"),
+                            format!("{v:?} must be NAME=value"),
+                        ));
                     }
                 }
                 for (i, v) in c.constraints.iter().enumerate() {
                     if !(v.contains("==") || v.contains("!=")) {
-                        return Err(self.err(format!("{key}.create.constraints[{i}]"), format!("{v:?} must be like node.role==worker")));
+                        return Err(self.err(
+                            format!("{key}.create.constraints[{i}]"),
+                            format!("{v:?} must be like node.role==worker"),
+                        ));
                     }
                 }
-                Ok(CreateSpec { replicas: c.replicas.unwrap_or(1), ports, env: c.env, constraints: c.constraints })
+                Ok(CreateSpec {
+                    replicas: c.replicas.unwrap_or(1),
+                    ports,
+                    env: c.env,
+                    constraints: c.constraints,
+                })
             })
             .transpose()?;
-        Ok(ServiceConfig { name: s.name, image: s.image, tag, platforms, create })
+        Ok(ServiceConfig {
+            name: s.name,
+            image: s.image,
+            tag,
+            platforms,
+            create,
+        })
     }
 }
 

@@ -1,1 +1,95 @@
-//! metrics
+//! Prometheus metrics (SPEC §6): names and labels here are part of the contract.
+
+use std::sync::OnceLock;
+use std::sync::atomic::{AtomicI64, Ordering};
+use std::time::Duration;
+
+use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
+
+static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
+static QUEUE_DEPTH: AtomicI64 = AtomicI64::new(0);
+
+/// Installs the process-wide recorder once and returns its handle.
+pub fn install() -> PrometheusHandle {
+    HANDLE
+        .get_or_init(|| {
+            let ack_buckets = [
+                0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0, 5.0,
+            ];
+            let step_buckets = [
+                0.1, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 180.0, 600.0, 1800.0,
+            ];
+            let builder = PrometheusBuilder::new()
+                .set_buckets_for_metric(
+                    Matcher::Full("hoist_webhook_ack_seconds".into()),
+                    &ack_buckets,
+                )
+                .and_then(|b| {
+                    b.set_buckets_for_metric(
+                        Matcher::Full("hoist_run_step_seconds".into()),
+                        &step_buckets,
+                    )
+                });
+            let recorder = match builder {
+                Ok(b) => b.build_recorder(),
+                Err(_) => PrometheusBuilder::new().build_recorder(),
+            };
+            let handle = recorder.handle();
+            // Another recorder may already be installed (tests): then metrics go there, rendering stays valid.
+            let _ = metrics::set_global_recorder(recorder);
+            describe();
+            handle
+        })
+        .clone()
+}
+
+fn describe() {
+    metrics::describe_counter!(
+        "hoist_webhook_deliveries_total",
+        "Webhook deliveries by event and outcome"
+    );
+    metrics::describe_histogram!("hoist_webhook_ack_seconds", "Time from receipt to response");
+    metrics::describe_gauge!(
+        "hoist_queue_depth",
+        "Deliveries persisted but not yet processed"
+    );
+    metrics::describe_counter!(
+        "hoist_runs_total",
+        "Deploy runs by project, environment and outcome"
+    );
+    metrics::describe_histogram!("hoist_run_step_seconds", "Duration of deploy run steps");
+    metrics::describe_counter!(
+        "hoist_gitlab_requests_total",
+        "GitLab API requests by endpoint and status"
+    );
+    metrics::describe_counter!(
+        "hoist_docker_requests_total",
+        "Docker Engine API requests by operation and status"
+    );
+}
+
+/// Prometheus text for `/metrics`.
+pub fn render() -> String {
+    let handle = install();
+    handle.run_upkeep();
+    handle.render()
+}
+
+/// One answered webhook delivery.
+pub fn webhook_delivery(event: &'static str, outcome: &'static str, took: Duration) {
+    metrics::counter!("hoist_webhook_deliveries_total", "event" => event, "outcome" => outcome)
+        .increment(1);
+    metrics::histogram!("hoist_webhook_ack_seconds").record(took.as_secs_f64());
+}
+
+/// Sets the queue depth (at start, from the store).
+pub fn set_queue_depth(depth: i64) {
+    QUEUE_DEPTH.store(depth, Ordering::Relaxed);
+    metrics::gauge!("hoist_queue_depth").set(depth as f64);
+}
+
+/// Adds to (or, negative, subtracts from) the queue depth.
+pub fn queue_changed(delta: i64) {
+    let depth = QUEUE_DEPTH.fetch_add(delta, Ordering::Relaxed) + delta;
+    metrics::gauge!("hoist_queue_depth").set(depth.max(0) as f64);
+}

@@ -1,1 +1,112 @@
-//! server
+//! `hoist serve`: wires store, writer, worker and HTTP server, and shuts them down in order.
+//!
+//! Shutdown order: stop accepting, let in-flight requests finish (their
+//! deliveries are committed before they answer), drain the writer, let the
+//! worker finish its batch, close the store.
+
+use std::sync::Arc;
+
+use anyhow::Context;
+use tokio::net::TcpListener;
+use tokio::sync::{Notify, watch};
+
+use crate::config::Config;
+use crate::http::{self, AppState};
+use crate::store::Store;
+use crate::webhook::Receiver;
+use crate::webhook::writer::Writer;
+
+/// Connects to the Docker engine named in the config (the connection is lazy: nothing is sent yet).
+pub fn docker_client(host: &str) -> anyhow::Result<bollard::Docker> {
+    // API 1.41 (Docker 20.10) is the oldest engine hoist supports; newer engines accept it too.
+    let version = bollard::ClientVersion {
+        major_version: 1,
+        minor_version: 41,
+    };
+    if let Some(path) = host.strip_prefix("unix://") {
+        bollard::Docker::connect_with_unix(path, 30, &version)
+            .context("cannot use the docker socket")
+    } else {
+        let addr = host.replacen("tcp://", "http://", 1);
+        bollard::Docker::connect_with_http(&addr, 30, &version)
+            .context("cannot use the docker host")
+    }
+}
+
+/// Runs the server on an already bound listener until `shutdown` resolves.
+pub async fn run(
+    config: Config,
+    listener: TcpListener,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> anyhow::Result<()> {
+    let config = Arc::new(config);
+    crate::metrics::install();
+    let store = Store::open(config.store.url.expose())
+        .await
+        .context("cannot open the store")?;
+    crate::metrics::set_queue_depth(store.queue_depth().await.unwrap_or(0));
+
+    let committed = Arc::new(Notify::new());
+    let (writer, writer_task) = Writer::spawn(store.clone(), committed.clone());
+    let (stop_worker, worker_stop) = watch::channel(false);
+    let worker_task = tokio::spawn(crate::worker::run(
+        store.clone(),
+        config.clone(),
+        committed.clone(),
+        worker_stop,
+    ));
+
+    let docker = match docker_client(&config.docker.host) {
+        Ok(d) => Some(d),
+        Err(e) => {
+            tracing::warn!(error = %e, "docker engine not usable; /readyz will say so");
+            None
+        }
+    };
+    let state = Arc::new(AppState {
+        config: config.clone(),
+        store: store.clone(),
+        docker,
+    });
+    let receiver = Arc::new(Receiver::new(config.clone(), writer));
+    let app = http::router(state, receiver);
+
+    let addr = listener.local_addr().ok();
+    tracing::info!(listen = ?addr, projects = config.projects.len(), "hoist serving");
+    axum::serve(listener, app)
+        .with_graceful_shutdown(shutdown)
+        .await
+        .context("http server failed")?;
+    tracing::info!("stopped accepting; draining");
+
+    // The router (and with it every Writer clone) is gone: the writer drains and ends.
+    writer_task.await.context("writer task failed")?;
+    let _ = stop_worker.send(true);
+    worker_task.await.context("worker task failed")?;
+    store.close().await;
+    tracing::info!("shut down cleanly");
+    Ok(())
+}
+
+/// Resolves on SIGTERM or SIGINT.
+pub async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        _ = ctrl_c => {}
+        _ = term => {}
+    }
+    tracing::info!("shutdown signal received");
+}

@@ -1,1 +1,188 @@
-//! http
+//! The HTTP surface: webhook receiver, health, metrics, the JSON API and the dashboard.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::Router;
+use axum::extract::{Query, Request, State};
+use axum::http::{StatusCode, header};
+use axum::middleware::{self, Next};
+use axum::response::{Html, IntoResponse, Response};
+use axum::routing::{get, post};
+use serde::Deserialize;
+
+use crate::config::Config;
+use crate::store::{DeliveryState, Store};
+use crate::webhook::{self, Receiver};
+
+/// Everything the handlers share.
+pub struct AppState {
+    pub config: Arc<Config>,
+    pub store: Store,
+    pub docker: Option<bollard::Docker>,
+}
+
+/// Builds the router: `/hooks/gitlab` is authenticated per project, `/`, `/api/*` and `/metrics` by `api_token`.
+pub fn router(state: Arc<AppState>, receiver: Arc<Receiver>) -> Router {
+    let protected = Router::new()
+        .route("/", get(dashboard))
+        .route("/metrics", get(metrics))
+        .route("/api/v1/deliveries", get(deliveries))
+        .layer(middleware::from_fn_with_state(
+            state.clone(),
+            require_api_token,
+        ))
+        .with_state(state.clone());
+    let open = Router::new()
+        .route("/healthz", get(|| async { "ok\n" }))
+        .route("/readyz", get(readyz))
+        .with_state(state);
+    let hooks = Router::new()
+        .route("/hooks/gitlab", post(webhook::receive))
+        .with_state(receiver);
+    protected.merge(open).merge(hooks)
+}
+
+async fn require_api_token(
+    State(state): State<Arc<AppState>>,
+    request: Request,
+    next: Next,
+) -> Response {
+    if let Some(expected) = &state.config.server.api_token {
+        let given = request
+            .headers()
+            .get(header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("Bearer "))
+            .map(str::as_bytes);
+        if webhook::auth::verify_token(expected.expose().as_bytes(), given).is_err() {
+            return (
+                StatusCode::UNAUTHORIZED,
+                [(header::WWW_AUTHENTICATE, "Bearer")],
+                "unauthorized\n",
+            )
+                .into_response();
+        }
+    }
+    next.run(request).await
+}
+
+async fn readyz(State(state): State<Arc<AppState>>) -> Response {
+    let mut problems = Vec::new();
+    match tokio::time::timeout(Duration::from_secs(2), state.store.ping()).await {
+        Ok(Ok(())) => {}
+        Ok(Err(e)) => problems.push(format!("store: {e}")),
+        Err(_) => problems.push("store: no answer within 2s".to_string()),
+    }
+    match &state.docker {
+        None => problems.push("docker: not configured".to_string()),
+        Some(docker) => match tokio::time::timeout(Duration::from_secs(2), docker.ping()).await {
+            Ok(Ok(_)) => {}
+            Ok(Err(e)) => problems.push(format!("docker: {e}")),
+            Err(_) => problems.push("docker: no answer within 2s".to_string()),
+        },
+    }
+    if problems.is_empty() {
+        (StatusCode::OK, "ready\n").into_response()
+    } else {
+        (
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!("not ready: {}\n", problems.join("; ")),
+        )
+            .into_response()
+    }
+}
+
+async fn metrics() -> Response {
+    (
+        [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
+        crate::metrics::render(),
+    )
+        .into_response()
+}
+
+/// `limit` defaults to 50 and is clamped to 1..=1000 (SPEC §3).
+pub fn clamp_limit(limit: Option<i64>) -> i64 {
+    limit.unwrap_or(50).clamp(1, 1000)
+}
+
+#[derive(Deserialize)]
+struct DeliveriesQuery {
+    state: Option<String>,
+    limit: Option<i64>,
+}
+
+async fn deliveries(
+    State(state): State<Arc<AppState>>,
+    Query(q): Query<DeliveriesQuery>,
+) -> Response {
+    let filter = match q.state.as_deref().filter(|s| !s.is_empty()) {
+        None => None,
+        Some(s) => match DeliveryState::parse(s) {
+            Some(st) => Some(st),
+            None => {
+                return (
+                    StatusCode::BAD_REQUEST,
+                    "state must be queued, processed, ignored or duplicate\n",
+                )
+                    .into_response();
+            }
+        },
+    };
+    match state.store.deliveries(filter, clamp_limit(q.limit)).await {
+        Ok(rows) => axum::Json(rows).into_response(),
+        Err(e) => {
+            tracing::error!(error = %e, "cannot list deliveries");
+            (StatusCode::SERVICE_UNAVAILABLE, "store unavailable\n").into_response()
+        }
+    }
+}
+
+async fn dashboard(State(state): State<Arc<AppState>>) -> Response {
+    let rows = state.store.deliveries(None, 50).await.unwrap_or_default();
+    let mut html = String::from(
+        "<!doctype html><html><head><meta charset=\"utf-8\"><meta http-equiv=\"refresh\" content=\"10\">\
+         <title>hoist</title><style>body{font-family:sans-serif;margin:2em}td,th{padding:2px 8px;text-align:left}</style>\
+         </head><body><h1>hoist</h1><h2>Environments</h2><ul>",
+    );
+    for p in &state.config.projects {
+        for e in &p.environments {
+            html.push_str(&format!(
+                "<li>{} / {} ({:?})</li>",
+                escape(&p.path),
+                escape(&e.name),
+                e.policy
+            ));
+        }
+    }
+    html.push_str("</ul><h2>Recent deliveries</h2><table><tr><th>id</th><th>received</th><th>event</th><th>project</th><th>state</th><th>meaning</th></tr>");
+    for r in rows {
+        html.push_str(&format!(
+            "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
+            r.id,
+            escape(&r.received_at),
+            escape(&r.event),
+            escape(&r.project),
+            r.state.as_str(),
+            escape(r.summary.as_deref().unwrap_or(""))
+        ));
+    }
+    html.push_str("</table></body></html>");
+    Html(html).into_response()
+}
+
+/// Minimal HTML escaping for text nodes and attribute values.
+pub fn escape(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for c in text.chars() {
+        match c {
+            '<' => out.push_str("&lt;"),
+            '>' => out.push_str("&gt;"),
+            '&' => out.push_str("&amp;"),
+            '"' => out.push_str("&quot;"),
+            '\'' => out.push_str("&#39;"),
+            c => out.push(c),
+        }
+    }
+    out
+}

@@ -1,1 +1,302 @@
-//! store
+//! The durable store: deliveries (and later runs) in SQLite, in SQL PostgreSQL also runs.
+//!
+//! The store is concrete, not a trait: tests run it against a real database.
+//! Every function that is part of a larger unit of work takes a connection so
+//! the caller decides the transaction boundary.
+
+use std::str::FromStr;
+use std::time::Duration;
+
+use serde::Serialize;
+use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
+use sqlx::{Row, SqliteConnection, SqlitePool};
+
+/// What became of a delivery.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum DeliveryState {
+    /// Persisted, waiting for the worker.
+    Queued,
+    /// The worker handled it.
+    Processed,
+    /// Authentic, stored, nothing to do.
+    Ignored,
+    /// A copy of a key already seen; never processed.
+    Duplicate,
+}
+
+impl DeliveryState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DeliveryState::Queued => "queued",
+            DeliveryState::Processed => "processed",
+            DeliveryState::Ignored => "ignored",
+            DeliveryState::Duplicate => "duplicate",
+        }
+    }
+
+    pub fn parse(text: &str) -> Option<DeliveryState> {
+        Some(match text {
+            "queued" => DeliveryState::Queued,
+            "processed" => DeliveryState::Processed,
+            "ignored" => DeliveryState::Ignored,
+            "duplicate" => DeliveryState::Duplicate,
+            _ => return None,
+        })
+    }
+}
+
+/// A delivery as the receiver hands it to the store.
+#[derive(Debug, Clone)]
+pub struct NewDelivery {
+    pub idempotency_key: String,
+    pub event: String,
+    pub project: String,
+    pub received_at: String,
+    /// `Queued` for events hoist uses, `Ignored` for the rest.
+    pub state: DeliveryState,
+    pub body: String,
+}
+
+/// The store's answer for one inserted delivery.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Inserted {
+    pub id: i64,
+    /// `Duplicate` when the key was already stored, else the state asked for.
+    pub state: DeliveryState,
+}
+
+/// A queued delivery, as the worker claims it.
+#[derive(Debug, Clone)]
+pub struct QueuedDelivery {
+    pub id: i64,
+    pub event: String,
+    pub project: String,
+    pub body: String,
+}
+
+/// A delivery as `GET /api/v1/deliveries` shows it.
+#[derive(Debug, Clone, Serialize)]
+pub struct DeliveryRow {
+    pub id: i64,
+    pub idempotency_key: String,
+    pub event: String,
+    pub project: String,
+    pub received_at: String,
+    pub state: DeliveryState,
+    pub summary: Option<String>,
+    pub run_id: Option<i64>,
+    pub processed_at: Option<String>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("cannot open the store: {0}")]
+    Open(String),
+    #[error("store error: {0}")]
+    Db(#[from] sqlx::Error),
+    #[error("cannot migrate the store: {0}")]
+    Migrate(#[from] sqlx::migrate::MigrateError),
+}
+
+/// The database behind hoist.
+#[derive(Clone)]
+pub struct Store {
+    pool: SqlitePool,
+}
+
+impl Store {
+    /// Opens (creating if missing) and migrates the store at `url` (`sqlite://PATH`).
+    pub async fn open(url: &str) -> Result<Store, StoreError> {
+        if !url.starts_with("sqlite:") {
+            return Err(StoreError::Open(
+                "only sqlite:// stores are supported by this build".into(),
+            ));
+        }
+        let options = SqliteConnectOptions::from_str(url)
+            .map_err(|e| StoreError::Open(redact_url_error(&e)))?
+            .create_if_missing(true)
+            .journal_mode(SqliteJournalMode::Wal)
+            // FULL: a delivery answered 200 survives power loss, not just a crash.
+            .synchronous(SqliteSynchronous::Full)
+            .busy_timeout(Duration::from_secs(10))
+            .foreign_keys(true);
+        let pool = SqlitePoolOptions::new()
+            .max_connections(4)
+            .min_connections(1)
+            .acquire_timeout(Duration::from_secs(10))
+            .connect_with(options)
+            .await
+            .map_err(|e| StoreError::Open(e.to_string()))?;
+        sqlx::migrate!("./migrations").run(&pool).await?;
+        Ok(Store { pool })
+    }
+
+    pub fn pool(&self) -> &SqlitePool {
+        &self.pool
+    }
+
+    /// A cheap round trip, for `/readyz`.
+    pub async fn ping(&self) -> Result<(), StoreError> {
+        sqlx::query("SELECT 1").execute(&self.pool).await?;
+        Ok(())
+    }
+
+    /// Inserts a batch in one transaction (group commit): all are durable when this returns.
+    pub async fn insert_deliveries(
+        &self,
+        batch: &[&NewDelivery],
+    ) -> Result<Vec<Inserted>, StoreError> {
+        let mut tx = self.pool.begin().await?;
+        let mut out = Vec::with_capacity(batch.len());
+        for d in batch {
+            out.push(insert_delivery(&mut tx, d).await?);
+        }
+        tx.commit().await?;
+        Ok(out)
+    }
+
+    /// The oldest queued deliveries, in order of arrival.
+    pub async fn queued(&self, limit: i64) -> Result<Vec<QueuedDelivery>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT id, event, project, body FROM deliveries WHERE state = 'queued' ORDER BY id LIMIT $1",
+        )
+        .bind(limit)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|r| {
+                Ok(QueuedDelivery {
+                    id: r.try_get("id")?,
+                    event: r.try_get("event")?,
+                    project: r.try_get("project")?,
+                    body: r.try_get::<Option<String>, _>("body")?.unwrap_or_default(),
+                })
+            })
+            .collect()
+    }
+
+    pub async fn queue_depth(&self) -> Result<i64, StoreError> {
+        let n: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM deliveries WHERE state = 'queued'")
+            .fetch_one(&self.pool)
+            .await?;
+        Ok(n)
+    }
+
+    /// Deliveries newest first, optionally of one state.
+    pub async fn deliveries(
+        &self,
+        state: Option<DeliveryState>,
+        limit: i64,
+    ) -> Result<Vec<DeliveryRow>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT id, idempotency_key, event, project, received_at, state, summary, run_id, processed_at
+             FROM deliveries WHERE ($1 IS NULL OR state = $1) ORDER BY id DESC LIMIT $2",
+        )
+        .bind(state.map(DeliveryState::as_str))
+        .bind(limit)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|r| {
+                let state: String = r.try_get("state")?;
+                Ok(DeliveryRow {
+                    id: r.try_get("id")?,
+                    idempotency_key: r.try_get("idempotency_key")?,
+                    event: r.try_get("event")?,
+                    project: r.try_get("project")?,
+                    received_at: r.try_get("received_at")?,
+                    state: DeliveryState::parse(&state).unwrap_or(DeliveryState::Ignored),
+                    summary: r.try_get("summary")?,
+                    run_id: r.try_get("run_id")?,
+                    processed_at: r.try_get("processed_at")?,
+                })
+            })
+            .collect()
+    }
+
+    /// Starts a transaction for a unit of work (a delivery and its effects).
+    pub async fn begin(&self) -> Result<sqlx::Transaction<'static, sqlx::Sqlite>, StoreError> {
+        Ok(self.pool.begin().await?)
+    }
+
+    pub async fn close(&self) {
+        self.pool.close().await;
+    }
+}
+
+/// Inserts one delivery; a key already stored makes this copy a `duplicate` row.
+pub async fn insert_delivery(
+    conn: &mut SqliteConnection,
+    d: &NewDelivery,
+) -> Result<Inserted, StoreError> {
+    let id: Option<i64> = sqlx::query_scalar(
+        "INSERT INTO deliveries (idempotency_key, dedupe_key, event, project, received_at, state, body)
+         VALUES ($1, $1, $2, $3, $4, $5, $6)
+         ON CONFLICT (dedupe_key) DO NOTHING
+         RETURNING id",
+    )
+    .bind(&d.idempotency_key)
+    .bind(&d.event)
+    .bind(&d.project)
+    .bind(&d.received_at)
+    .bind(d.state.as_str())
+    .bind(&d.body)
+    .fetch_optional(&mut *conn)
+    .await?;
+    if let Some(id) = id {
+        return Ok(Inserted { id, state: d.state });
+    }
+    // A duplicate keeps no body: the first copy has it.
+    let id: i64 = sqlx::query_scalar(
+        "INSERT INTO deliveries (idempotency_key, dedupe_key, event, project, received_at, state, summary)
+         VALUES ($1, NULL, $2, $3, $4, 'duplicate', 'duplicate of an earlier delivery')
+         RETURNING id",
+    )
+    .bind(&d.idempotency_key)
+    .bind(&d.event)
+    .bind(&d.project)
+    .bind(&d.received_at)
+    .fetch_one(&mut *conn)
+    .await?;
+    Ok(Inserted {
+        id,
+        state: DeliveryState::Duplicate,
+    })
+}
+
+/// Marks a queued delivery done. False when it was not queued any more (someone else finished it).
+pub async fn finish_delivery(
+    conn: &mut SqliteConnection,
+    id: i64,
+    state: DeliveryState,
+    summary: &str,
+    run_id: Option<i64>,
+    now: &str,
+) -> Result<bool, StoreError> {
+    let done = sqlx::query(
+        "UPDATE deliveries SET state = $1, summary = $2, run_id = $3, processed_at = $4
+         WHERE id = $5 AND state = 'queued'",
+    )
+    .bind(state.as_str())
+    .bind(summary)
+    .bind(run_id)
+    .bind(now)
+    .bind(id)
+    .execute(&mut *conn)
+    .await?;
+    Ok(done.rows_affected() == 1)
+}
+
+/// sqlx's URL errors may echo the URL; a PostgreSQL URL carries a password.
+fn redact_url_error(e: &sqlx::Error) -> String {
+    match e {
+        sqlx::Error::Configuration(_) => "the store url is not valid".to_string(),
+        other => other.to_string(),
+    }
+}
+
+/// Now, as the store writes times: RFC 3339 UTC with milliseconds.
+pub fn now_text() -> String {
+    chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
+}

@@ -1,0 +1,28 @@
+-- wrk script: POST an 8 KB pipeline hook with a fresh Idempotency-Key per request.
+local counter = 0
+local thread_id = tostring(math.random(1, 1e9))
+local f = assert(io.open(os.getenv("BENCH_BODY"), "rb"))
+local body = f:read("*a")
+f:close()
+wrk.method = "POST"
+wrk.body = body
+wrk.headers["Content-Type"] = "application/json"
+wrk.headers["X-Gitlab-Event"] = "Pipeline Hook"
+wrk.headers["X-Gitlab-Token"] = os.getenv("BENCH_TOKEN") or ""
+
+function setup(thread)
+  thread:set("tid", tostring(math.random(1, 1e9)))
+end
+
+function request()
+  counter = counter + 1
+  wrk.headers["Idempotency-Key"] = (tid or thread_id) .. "-" .. counter
+  return wrk.format(nil, "/hooks/gitlab")
+end
+
+function done(summary, latency, requests)
+  io.write(string.format("RESULT requests=%d duration_us=%d rps=%.0f p50_ms=%.3f p99_ms=%.3f non2xx=%d errors=%d\n",
+    summary.requests, summary.duration, summary.requests / (summary.duration / 1e6),
+    latency:percentile(50) / 1000, latency:percentile(99) / 1000,
+    summary.errors.status, summary.errors.connect + summary.errors.read + summary.errors.write + summary.errors.timeout))
+end
