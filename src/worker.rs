@@ -34,7 +34,6 @@ pub fn dispatch(config: &Config, delivery: &QueuedDelivery) -> Disposition {
             state: DeliveryState::Ignored,
             summary: events::describe(&event, manifest_job, deploy_job),
         },
-        #[allow(unreachable_patterns)]
         Ok(event) => Disposition {
             state: DeliveryState::Processed,
             summary: events::describe(&event, manifest_job, deploy_job),
