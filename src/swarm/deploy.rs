@@ -1,0 +1,537 @@
+//! `deploy()`: put one service on a pinned multi-arch digest and follow Swarm until it converged or rolled back.
+//!
+//! Order: required platforms (no Swarm call) → inspect → nodes and the node
+//! platform gate → create from the `create` spec, or write back the read spec
+//! with only the image changed (re-reading on "out of sequence") → poll the
+//! service's `UpdateStatus` (and its tasks once it settles) every
+//! `poll_interval` until completed, rolled back, paused or the deadline.
+
+use std::time::{Duration, Instant};
+
+use bollard::models::{
+    EndpointPortConfig, EndpointPortConfigProtocolEnum, EndpointPortConfigPublishModeEnum, EndpointSpec,
+    ServiceSpecMode, ServiceSpecModeReplicated, ServiceSpecRollbackConfig, ServiceSpecRollbackConfigFailureActionEnum,
+    ServiceSpecRollbackConfigOrderEnum, ServiceSpecUpdateConfig, ServiceSpecUpdateConfigFailureActionEnum,
+    ServiceSpecUpdateConfigOrderEnum, TaskSpec, TaskSpecContainerSpec, TaskSpecPlacement,
+};
+
+use super::gate::{GateFailure, check_platforms};
+use super::{ServiceSpec, ServiceState, Swarm, SwarmError, TaskInfo, UpdateState};
+use crate::config::{CreateSpec, ServiceConfig};
+use crate::registry::{Credentials, ResolvedImage};
+
+/// What to deploy.
+#[derive(Debug, Clone, Copy)]
+pub struct Target<'a> {
+    /// The service's configuration: name, required platforms, create spec.
+    pub service: &'a ServiceConfig,
+    /// The resolved tag (from the `verify` step).
+    pub image: &'a ResolvedImage,
+    /// Registry credentials for the image, sent to Docker so nodes can pull.
+    pub auth: Option<&'a Credentials>,
+}
+
+/// Knobs of one deploy.
+#[derive(Debug, Clone)]
+pub struct DeployOptions {
+    /// How long Swarm may take to converge or roll back. Default 5 minutes.
+    pub converge_timeout: Duration,
+    /// Pause between two looks at the service. Default 50 ms: hoist notices within ~100 ms.
+    pub poll_interval: Duration,
+    /// Re-reads after "update out of sequence" (someone else wrote the service). Default 5.
+    pub max_conflict_retries: u32,
+    /// `UpdateConfig.Monitor` of created services, and how long a new service's tasks must
+    /// keep running to count as converged. Default 5 s (Docker's default).
+    pub monitor: Duration,
+}
+
+impl Default for DeployOptions {
+    fn default() -> Self {
+        DeployOptions {
+            converge_timeout: Duration::from_secs(300),
+            poll_interval: Duration::from_millis(50),
+            max_conflict_retries: 5,
+            monitor: Duration::from_secs(5),
+        }
+    }
+}
+
+/// How a deploy ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OutcomeState {
+    /// The service did not exist; it was created and its tasks run the new image.
+    Created,
+    /// The image was changed and the update completed.
+    Updated,
+    /// The service already ran this digest; nothing was written.
+    Unchanged,
+    /// The update failed and Swarm rolled back to the previous image.
+    RolledBack,
+    /// The update (or its rollback) paused; the service needs a human.
+    Paused,
+    /// A new service's tasks keep failing.
+    Failed,
+    /// Swarm did not settle before `converge_timeout`.
+    TimedOut,
+}
+
+impl OutcomeState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            OutcomeState::Created => "created",
+            OutcomeState::Updated => "updated",
+            OutcomeState::Unchanged => "unchanged",
+            OutcomeState::RolledBack => "rolled_back",
+            OutcomeState::Paused => "paused",
+            OutcomeState::Failed => "failed",
+            OutcomeState::TimedOut => "timed_out",
+        }
+    }
+
+    /// The service now runs the requested image.
+    pub fn succeeded(self) -> bool {
+        matches!(self, OutcomeState::Created | OutcomeState::Updated | OutcomeState::Unchanged)
+    }
+}
+
+/// A task's failure, for the report.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TaskError {
+    pub task_id: String,
+    pub slot: Option<i64>,
+    pub node_id: Option<String>,
+    pub state: String,
+    pub error: String,
+    pub exit_code: Option<i64>,
+}
+
+/// The result of a deploy that reached Swarm.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Outcome {
+    pub service_id: String,
+    pub service_name: String,
+    pub state: OutcomeState,
+    /// The image before (None when the service was created).
+    pub before: Option<String>,
+    /// The image the service runs now (the previous one after a rollback).
+    pub after: Option<String>,
+    pub version_before: Option<u64>,
+    pub version_after: u64,
+    /// From the call to the settled state.
+    pub converged_in: Duration,
+    /// Errors of tasks that ran the new image.
+    pub task_errors: Vec<TaskError>,
+    /// Swarm's `UpdateStatus.Message` at the end, if any.
+    pub update_message: Option<String>,
+    /// Docker API calls this deploy made.
+    pub api_calls: u32,
+    /// "update out of sequence" answers that were handled by re-reading.
+    pub conflicts: u32,
+}
+
+/// Why a deploy did not reach (or lost) the service.
+#[derive(Debug, thiserror::Error)]
+pub enum DeployError {
+    #[error("refused before deploying: {0}")]
+    Gate(#[from] GateFailure),
+    #[error("service {service} does not exist and has no create spec")]
+    NoCreateSpec { service: String },
+    #[error("service {service} kept changing under hoist: {attempts} updates out of sequence")]
+    Conflict { service: String, attempts: u32 },
+    #[error("service {service} disappeared during the deploy")]
+    Vanished { service: String },
+    #[error(transparent)]
+    Swarm(#[from] SwarmError),
+}
+
+/// Whether `current` already is `pinned`: same repository and same digest (the tag is only a label).
+pub fn same_image(current: &str, pinned: &str) -> bool {
+    fn split(image: &str) -> (&str, Option<&str>) {
+        let (name, digest) = match image.split_once('@') {
+            Some((n, d)) => (n, Some(d)),
+            None => (image, None),
+        };
+        let repo = match name.rfind(':') {
+            Some(i) if !name[i..].contains('/') => &name[..i],
+            _ => name,
+        };
+        (repo, digest)
+    }
+    let (repo_a, digest_a) = split(current);
+    let (repo_b, digest_b) = split(pinned);
+    digest_a.is_some() && digest_a == digest_b && repo_a == repo_b
+}
+
+/// The spec of a new service: the `create` settings plus rollback on failure, a monitor window
+/// and start-first order (the new task runs before the old one stops).
+pub fn create_spec(name: &str, image: &str, create: &CreateSpec, monitor: Duration) -> ServiceSpec {
+    let monitor_ns = i64::try_from(monitor.as_nanos()).unwrap_or(i64::MAX);
+    let ports: Vec<EndpointPortConfig> = create
+        .ports
+        .iter()
+        .map(|p| EndpointPortConfig {
+            protocol: Some(if p.udp { EndpointPortConfigProtocolEnum::UDP } else { EndpointPortConfigProtocolEnum::TCP }),
+            target_port: Some(i64::from(p.target)),
+            published_port: Some(i64::from(p.published)),
+            publish_mode: Some(EndpointPortConfigPublishModeEnum::INGRESS),
+            ..Default::default()
+        })
+        .collect();
+    ServiceSpec {
+        name: Some(name.to_string()),
+        task_template: Some(TaskSpec {
+            container_spec: Some(TaskSpecContainerSpec {
+                image: Some(image.to_string()),
+                env: (!create.env.is_empty()).then(|| create.env.clone()),
+                ..Default::default()
+            }),
+            placement: (!create.constraints.is_empty()).then(|| TaskSpecPlacement {
+                constraints: Some(create.constraints.clone()),
+                ..Default::default()
+            }),
+            ..Default::default()
+        }),
+        mode: Some(ServiceSpecMode {
+            replicated: Some(ServiceSpecModeReplicated { replicas: Some(i64::try_from(create.replicas).unwrap_or(i64::MAX)) }),
+            ..Default::default()
+        }),
+        update_config: Some(ServiceSpecUpdateConfig {
+            parallelism: Some(1),
+            delay: Some(0),
+            failure_action: Some(ServiceSpecUpdateConfigFailureActionEnum::ROLLBACK),
+            monitor: Some(monitor_ns),
+            max_failure_ratio: Some(0.0),
+            order: Some(ServiceSpecUpdateConfigOrderEnum::START_FIRST),
+        }),
+        rollback_config: Some(ServiceSpecRollbackConfig {
+            parallelism: Some(1),
+            delay: Some(0),
+            failure_action: Some(ServiceSpecRollbackConfigFailureActionEnum::PAUSE),
+            monitor: Some(monitor_ns),
+            max_failure_ratio: Some(0.0),
+            order: Some(ServiceSpecRollbackConfigOrderEnum::START_FIRST),
+        }),
+        endpoint_spec: (!ports.is_empty()).then(|| EndpointSpec { ports: Some(ports), ..Default::default() }),
+        ..Default::default()
+    }
+}
+
+/// Counts the API calls of one deploy.
+struct Calls<'s, S> {
+    swarm: &'s S,
+    count: u32,
+}
+
+impl<S: Swarm> Calls<'_, S> {
+    async fn inspect(&mut self, service: &str) -> Result<Option<ServiceState>, SwarmError> {
+        self.count += 1;
+        self.swarm.inspect(service).await
+    }
+    async fn tasks(&mut self, id: &str) -> Result<Vec<TaskInfo>, SwarmError> {
+        self.count += 1;
+        self.swarm.tasks(id).await
+    }
+}
+
+/// Deploys `target` and waits for Swarm to settle. Errors mean hoist could not act (or lost
+/// the service); every settled end, good or bad, is an [`Outcome`].
+pub async fn deploy<S: Swarm>(swarm: &S, target: Target<'_>, options: &DeployOptions) -> Result<Outcome, DeployError> {
+    let started = Instant::now();
+    let name = target.service.name.as_str();
+    let reference = target.image.reference();
+    let pinned = target.image.pinned();
+    let span = tracing::info_span!("swarm.deploy", service = name, image = %pinned);
+    let _enter = span.enter();
+
+    check_platforms(&reference, &target.image.platforms, &target.service.platforms, None)?;
+
+    let mut calls = Calls { swarm, count: 0 };
+    let mut conflicts = 0u32;
+    loop {
+        let current = calls.inspect(name).await?;
+        if let Some(service) = &current
+            && let Some(image) = &service.image
+            && same_image(image, &pinned)
+        {
+            return Ok(Outcome {
+                service_id: service.id.clone(),
+                service_name: name.to_string(),
+                state: OutcomeState::Unchanged,
+                before: Some(image.clone()),
+                after: Some(image.clone()),
+                version_before: Some(service.version),
+                version_after: service.version,
+                converged_in: started.elapsed(),
+                task_errors: Vec::new(),
+                update_message: None,
+                api_calls: calls.count,
+                conflicts,
+            });
+        }
+        if conflicts == 0 {
+            // The node gate runs once: the nodes do not change because someone touched the service.
+            let constraints = match (&current, &target.service.create) {
+                (Some(s), _) => s.constraints.clone(),
+                (None, Some(c)) => c.constraints.clone(),
+                (None, None) => return Err(DeployError::NoCreateSpec { service: name.to_string() }),
+            };
+            calls.count += 1;
+            let nodes = swarm.nodes().await?;
+            check_platforms(&reference, &target.image.platforms, &[], Some((&nodes, &constraints)))?;
+        }
+        let write = match &current {
+            None => {
+                let create = target
+                    .service
+                    .create
+                    .as_ref()
+                    .ok_or_else(|| DeployError::NoCreateSpec { service: name.to_string() })?;
+                let spec = create_spec(name, &pinned, create, options.monitor);
+                calls.count += 1;
+                match swarm.create(&spec, target.auth).await {
+                    Ok(id) => {
+                        tracing::info!(service_id = %id, "service created");
+                        return converge_create(&mut calls, &id, name, &pinned, create.replicas, started, conflicts, options).await;
+                    }
+                    // Someone created it between our inspect and create: take the update path.
+                    Err(SwarmError::Rejected { status: 409, .. }) => Err(()),
+                    Err(e) => return Err(e.into()),
+                }
+            }
+            Some(service) => {
+                calls.count += 1;
+                match swarm.update_image(service, &pinned, target.auth).await {
+                    Ok(()) => Ok(service),
+                    Err(SwarmError::OutOfSequence { .. }) => Err(()),
+                    Err(e) => return Err(e.into()),
+                }
+            }
+        };
+        match write {
+            Ok(service) => {
+                tracing::info!(service_id = %service.id, version = service.version, "service image updated");
+                return converge_update(&mut calls, service, &pinned, started, conflicts, options).await;
+            }
+            Err(()) => {
+                conflicts += 1;
+                tracing::info!(attempt = conflicts, "service changed while hoist wrote it; reading it again");
+                if conflicts > options.max_conflict_retries {
+                    return Err(DeployError::Conflict { service: name.to_string(), attempts: conflicts });
+                }
+            }
+        }
+    }
+}
+
+fn task_errors(tasks: &[TaskInfo], image: &str) -> Vec<TaskError> {
+    let mut errors: Vec<TaskError> = tasks
+        .iter()
+        .filter(|t| t.image.as_deref() == Some(image))
+        .filter_map(|t| {
+            let failed = matches!(t.state.as_str(), "failed" | "rejected");
+            let error = t.error.clone().or_else(|| failed.then(|| t.message.clone().unwrap_or_default()))?;
+            Some(TaskError {
+                task_id: t.id.clone(),
+                slot: t.slot,
+                node_id: t.node_id.clone(),
+                state: t.state.clone(),
+                error,
+                exit_code: t.exit_code,
+            })
+        })
+        .collect();
+    errors.sort_by(|a, b| a.task_id.cmp(&b.task_id));
+    errors
+}
+
+/// Tasks that should run (`desired_state == running`), and whether all of them run `image`.
+fn all_running(tasks: &[TaskInfo], image: &str, want: Option<u64>) -> bool {
+    let desired: Vec<&TaskInfo> = tasks.iter().filter(|t| t.desired_state == "running").collect();
+    let running = desired
+        .iter()
+        .filter(|t| t.state == "running" && t.image.as_deref() == Some(image))
+        .count();
+    let enough = match want {
+        Some(n) => running as u64 >= n,
+        None => running >= 1,
+    };
+    enough && running == desired.len()
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn converge_create<S: Swarm>(
+    calls: &mut Calls<'_, S>,
+    id: &str,
+    name: &str,
+    image: &str,
+    replicas: u64,
+    started: Instant,
+    conflicts: u32,
+    options: &DeployOptions,
+) -> Result<Outcome, DeployError> {
+    let deadline = Instant::now() + options.converge_timeout;
+    let mut stable_since: Option<Instant> = None;
+    loop {
+        tokio::time::sleep(options.poll_interval).await;
+        let tasks = calls.tasks(id).await?;
+        if all_running(&tasks, image, Some(replicas)) || replicas == 0 {
+            let since = *stable_since.get_or_insert_with(Instant::now);
+            if since.elapsed() >= options.monitor || replicas == 0 {
+                return finish_create(calls, id, name, OutcomeState::Created, &tasks, image, started, conflicts).await;
+            }
+        } else {
+            stable_since = None;
+        }
+        let failed = tasks.iter().filter(|t| matches!(t.state.as_str(), "failed" | "rejected")).count();
+        if failed >= 3 {
+            return finish_create(calls, id, name, OutcomeState::Failed, &tasks, image, started, conflicts).await;
+        }
+        if Instant::now() >= deadline {
+            return finish_create(calls, id, name, OutcomeState::TimedOut, &tasks, image, started, conflicts).await;
+        }
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn finish_create<S: Swarm>(
+    calls: &mut Calls<'_, S>,
+    id: &str,
+    name: &str,
+    state: OutcomeState,
+    tasks: &[TaskInfo],
+    image: &str,
+    started: Instant,
+    conflicts: u32,
+) -> Result<Outcome, DeployError> {
+    let converged_in = started.elapsed();
+    let service = calls
+        .inspect(id)
+        .await?
+        .ok_or_else(|| DeployError::Vanished { service: name.to_string() })?;
+    Ok(Outcome {
+        service_id: id.to_string(),
+        service_name: name.to_string(),
+        state,
+        before: None,
+        after: service.image.clone(),
+        version_before: None,
+        version_after: service.version,
+        converged_in,
+        task_errors: task_errors(tasks, image),
+        update_message: service.update_message,
+        api_calls: calls.count,
+        conflicts,
+    })
+}
+
+async fn converge_update<S: Swarm>(
+    calls: &mut Calls<'_, S>,
+    before: &ServiceState,
+    image: &str,
+    started: Instant,
+    conflicts: u32,
+    options: &DeployOptions,
+) -> Result<Outcome, DeployError> {
+    let deadline = Instant::now() + options.converge_timeout;
+    let mut rollback_requested = false;
+    let outcome = |calls: &Calls<'_, S>, state, now: &ServiceState, tasks: &[TaskInfo], converged_in| Outcome {
+        service_id: before.id.clone(),
+        service_name: before.name.clone(),
+        state,
+        before: before.image.clone(),
+        after: now.image.clone(),
+        version_before: Some(before.version),
+        version_after: now.version,
+        converged_in,
+        task_errors: task_errors(tasks, image),
+        update_message: now.update_message.clone(),
+        api_calls: calls.count,
+        conflicts,
+    };
+    loop {
+        tokio::time::sleep(options.poll_interval).await;
+        let now = calls
+            .inspect(&before.id)
+            .await?
+            .ok_or_else(|| DeployError::Vanished { service: before.name.clone() })?;
+        let settled = match now.update {
+            // Swarm resets the status on every write and sets it when its updater starts.
+            None | Some(UpdateState::Completed) => now.image.as_deref() == Some(image),
+            Some(UpdateState::RollbackCompleted | UpdateState::RollbackPaused) => true,
+            Some(UpdateState::Paused) if !rollback_requested => {
+                // The service's own failure action is pause: hoist's policy is rollback.
+                tracing::info!(message = ?now.update_message, "update paused; asking Swarm to roll back");
+                rollback_requested = true;
+                calls.count += 1;
+                match calls.swarm.rollback(&now).await {
+                    Ok(()) | Err(SwarmError::OutOfSequence { .. }) => {}
+                    Err(e) => return Err(e.into()),
+                }
+                false
+            }
+            Some(UpdateState::Paused) => false,
+            Some(UpdateState::Updating | UpdateState::RollbackStarted) => false,
+        };
+        let timed_out = Instant::now() >= deadline;
+        if !settled && !timed_out {
+            continue;
+        }
+        let converged_in = started.elapsed();
+        let tasks = calls.tasks(&before.id).await?;
+        let state = match now.update {
+            _ if timed_out && !settled => OutcomeState::TimedOut,
+            Some(UpdateState::RollbackCompleted) => OutcomeState::RolledBack,
+            Some(UpdateState::RollbackPaused) => OutcomeState::Paused,
+            _ if all_running(&tasks, image, now.replicas) => OutcomeState::Updated,
+            // Completed, but a task is still starting or failed since: look again.
+            _ => continue,
+        };
+        return Ok(outcome(calls, state, &now, &tasks, converged_in));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::PortSpec;
+
+    const D1: &str = "sha256:1111111111111111111111111111111111111111111111111111111111111111";
+    const D2: &str = "sha256:2222222222222222222222222222222222222222222222222222222222222222";
+
+    #[test]
+    fn same_image_compares_repository_and_digest() {
+        let a = format!("reg:5000/app:1@{D1}");
+        assert!(same_image(&a, &format!("reg:5000/app:2@{D1}")));
+        assert!(same_image(&format!("reg:5000/app@{D1}"), &a));
+        assert!(!same_image(&a, &format!("reg:5000/app:1@{D2}")));
+        assert!(!same_image(&a, &format!("reg:5000/other:1@{D1}")));
+        assert!(!same_image("reg:5000/app:1", "reg:5000/app:1"));
+    }
+
+    #[test]
+    fn create_spec_sets_rollback_monitor_and_start_first() {
+        let create = CreateSpec {
+            replicas: 2,
+            ports: vec![PortSpec { published: 8080, target: 80, udp: false }],
+            env: vec!["MODE=production".into()],
+            constraints: vec!["node.role==worker".into()],
+        };
+        let spec = create_spec("web", "r/app:1@sha256:x", &create, Duration::from_secs(2));
+        let update = spec.update_config.as_ref().expect("update config");
+        assert_eq!(update.failure_action, Some(ServiceSpecUpdateConfigFailureActionEnum::ROLLBACK));
+        assert_eq!(update.monitor, Some(2_000_000_000));
+        assert_eq!(update.order, Some(ServiceSpecUpdateConfigOrderEnum::START_FIRST));
+        let template = spec.task_template.as_ref().expect("template");
+        let container = template.container_spec.as_ref().expect("container");
+        assert_eq!(container.image.as_deref(), Some("r/app:1@sha256:x"));
+        assert_eq!(container.env, Some(vec!["MODE=production".to_string()]));
+        assert_eq!(
+            template.placement.as_ref().and_then(|p| p.constraints.clone()),
+            Some(vec!["node.role==worker".to_string()])
+        );
+        let ports = spec.endpoint_spec.as_ref().and_then(|e| e.ports.clone()).expect("ports");
+        assert_eq!(ports[0].published_port, Some(8080));
+        assert_eq!(ports[0].target_port, Some(80));
+        assert_eq!(spec.mode.and_then(|m| m.replicated).and_then(|r| r.replicas), Some(2));
+    }
+}
