@@ -36,7 +36,10 @@ pub struct RegistryClient {
 impl std::fmt::Debug for RegistryClient {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("RegistryClient")
-            .field("registries", &self.registries.iter().map(|r| &r.host).collect::<Vec<_>>())
+            .field(
+                "registries",
+                &self.registries.iter().map(|r| &r.host).collect::<Vec<_>>(),
+            )
             .finish_non_exhaustive()
     }
 }
@@ -53,7 +56,11 @@ enum Auth {
 #[derive(Debug, PartialEq, Eq)]
 enum Challenge {
     Basic,
-    Bearer { realm: String, service: Option<String>, scope: Option<String> },
+    Bearer {
+        realm: String,
+        service: Option<String>,
+        scope: Option<String>,
+    },
 }
 
 /// The request being made, for error messages.
@@ -99,7 +106,11 @@ impl RegistryClient {
         Self::with_timeouts(registries, Duration::from_secs(5), Duration::from_secs(30))
     }
 
-    pub fn with_timeouts(registries: &[RegistryConfig], connect: Duration, request: Duration) -> RegistryClient {
+    pub fn with_timeouts(
+        registries: &[RegistryConfig],
+        connect: Duration,
+        request: Duration,
+    ) -> RegistryClient {
         let http = reqwest::Client::builder()
             .connect_timeout(connect)
             .timeout(request)
@@ -107,7 +118,11 @@ impl RegistryClient {
             .build()
             // Building fails only when the TLS backend cannot initialise: no config fixes that.
             .unwrap_or_else(|_| reqwest::Client::new());
-        RegistryClient { http, registries: registries.to_vec(), tokens: Mutex::new(HashMap::new()) }
+        RegistryClient {
+            http,
+            registries: registries.to_vec(),
+            tokens: Mutex::new(HashMap::new()),
+        }
     }
 
     fn config_for(&self, registry: &str) -> Option<&RegistryConfig> {
@@ -124,7 +139,12 @@ impl RegistryClient {
     }
 
     /// `GET url` with the auth the registry asks for; returns the first non-401 answer.
-    async fn get(&self, ctx: &Ctx<'_>, url: &str, accept: &str) -> Result<reqwest::Response, RegistryError> {
+    async fn get(
+        &self,
+        ctx: &Ctx<'_>,
+        url: &str,
+        accept: &str,
+    ) -> Result<reqwest::Response, RegistryError> {
         let key = (ctx.repo.api_host().to_string(), ctx.repo.path.clone());
         let cached = self.tokens.lock().ok().and_then(|t| t.get(&key).cloned());
         let mut auth = cached.map(Auth::Bearer).unwrap_or(Auth::None);
@@ -137,13 +157,18 @@ impl RegistryClient {
                 Auth::Basic(c) => req.basic_auth(&c.username, Some(c.password.expose())),
                 Auth::Bearer(t) => req.bearer_auth(t),
             };
-            let resp = req.send().await.map_err(|e| ctx.unreachable(describe(&e)))?;
+            let resp = req
+                .send()
+                .await
+                .map_err(|e| ctx.unreachable(describe(&e)))?;
             if resp.status() != StatusCode::UNAUTHORIZED {
                 return Ok(resp);
             }
             let creds = self.credentials_for_registry(&ctx.repo.registry);
             auth = match (parse_challenge(resp.headers()), &auth) {
-                (_, Auth::Basic(_)) => return Err(ctx.refused("the configured credentials were rejected")),
+                (_, Auth::Basic(_)) => {
+                    return Err(ctx.refused("the configured credentials were rejected"));
+                }
                 (Some(Challenge::Basic), _) => match creds {
                     Some(c) => Auth::Basic(c),
                     None => {
@@ -154,18 +179,32 @@ impl RegistryClient {
                     }
                 },
                 (Some(Challenge::Bearer { .. }), _) if fresh_token => {
-                    return Err(ctx.refused("the registry rejected the token it issued (no pull access?)"));
+                    return Err(
+                        ctx.refused("the registry rejected the token it issued (no pull access?)")
+                    );
                 }
-                (Some(Challenge::Bearer { realm, service, scope }), _) => {
-                    let scope = scope.unwrap_or_else(|| format!("repository:{}:pull", ctx.repo.path));
-                    let token = self.fetch_token(ctx, &realm, service.as_deref(), &scope, creds.as_ref()).await?;
+                (
+                    Some(Challenge::Bearer {
+                        realm,
+                        service,
+                        scope,
+                    }),
+                    _,
+                ) => {
+                    let scope =
+                        scope.unwrap_or_else(|| format!("repository:{}:pull", ctx.repo.path));
+                    let token = self
+                        .fetch_token(ctx, &realm, service.as_deref(), &scope, creds.as_ref())
+                        .await?;
                     if let Ok(mut t) = self.tokens.lock() {
                         t.insert(key.clone(), token.clone());
                     }
                     fresh_token = true;
                     Auth::Bearer(token)
                 }
-                (None, _) => return Err(ctx.refused("401 without a usable WWW-Authenticate challenge")),
+                (None, _) => {
+                    return Err(ctx.refused("401 without a usable WWW-Authenticate challenge"));
+                }
             };
         }
     }
@@ -178,7 +217,8 @@ impl RegistryClient {
         scope: &str,
         creds: Option<&Credentials>,
     ) -> Result<String, RegistryError> {
-        let mut url = Url::parse(realm).map_err(|_| ctx.invalid(format!("token realm {realm:?} is not a URL")))?;
+        let mut url = Url::parse(realm)
+            .map_err(|_| ctx.invalid(format!("token realm {realm:?} is not a URL")))?;
         {
             let mut q = url.query_pairs_mut();
             if let Some(s) = service {
@@ -190,13 +230,18 @@ impl RegistryClient {
         if let Some(c) = creds {
             req = req.basic_auth(&c.username, Some(c.password.expose()));
         }
-        let resp = req.send().await.map_err(|e| ctx.unreachable(format!("token service: {}", describe(&e))))?;
+        let resp = req
+            .send()
+            .await
+            .map_err(|e| ctx.unreachable(format!("token service: {}", describe(&e))))?;
         match resp.status() {
             s if s.is_success() => {}
             StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN => {
                 return Err(ctx.refused(format!("token service answered {}", resp.status())));
             }
-            s if s.is_server_error() => return Err(ctx.unreachable(format!("token service answered {s}"))),
+            s if s.is_server_error() => {
+                return Err(ctx.unreachable(format!("token service answered {s}")));
+            }
             s => return Err(ctx.refused(format!("token service answered {s}"))),
         }
         #[derive(Deserialize)]
@@ -224,18 +269,31 @@ impl RegistryClient {
     }
 
     /// Reads a body, refusing documents larger than any real manifest.
-    async fn read_limited(ctx: &Ctx<'_>, resp: reqwest::Response) -> Result<Vec<u8>, RegistryError> {
-        if resp.content_length().is_some_and(|l| l > MAX_DOCUMENT_BYTES as u64) {
+    async fn read_limited(
+        ctx: &Ctx<'_>,
+        resp: reqwest::Response,
+    ) -> Result<Vec<u8>, RegistryError> {
+        if resp
+            .content_length()
+            .is_some_and(|l| l > MAX_DOCUMENT_BYTES as u64)
+        {
             return Err(ctx.invalid("document larger than 4 MiB"));
         }
-        let bytes = resp.bytes().await.map_err(|e| ctx.unreachable(describe(&e)))?;
+        let bytes = resp
+            .bytes()
+            .await
+            .map_err(|e| ctx.unreachable(describe(&e)))?;
         if bytes.len() > MAX_DOCUMENT_BYTES {
             return Err(ctx.invalid("document larger than 4 MiB"));
         }
         Ok(bytes.to_vec())
     }
 
-    async fn check_status(ctx: &Ctx<'_>, what: &str, resp: reqwest::Response) -> Result<reqwest::Response, RegistryError> {
+    async fn check_status(
+        ctx: &Ctx<'_>,
+        what: &str,
+        resp: reqwest::Response,
+    ) -> Result<reqwest::Response, RegistryError> {
         let status = resp.status();
         if status.is_success() {
             return Ok(resp);
@@ -248,7 +306,9 @@ impl RegistryClient {
                 Some("MANIFEST_UNKNOWN") => "tag does not exist".to_string(),
                 _ => format!("{what} does not exist"),
             })),
-            StatusCode::FORBIDDEN => Err(ctx.refused(format!("403 on {what}{}", code_suffix(&code)))),
+            StatusCode::FORBIDDEN => {
+                Err(ctx.refused(format!("403 on {what}{}", code_suffix(&code))))
+            }
             s if s.is_server_error() || s == StatusCode::TOO_MANY_REQUESTS => {
                 Err(ctx.unreachable(format!("answered {s} on {what}")))
             }
@@ -256,23 +316,40 @@ impl RegistryClient {
         }
     }
 
-    async fn resolve_inner(&self, repository: &str, tag: &str) -> Result<ResolvedImage, RegistryError> {
+    async fn resolve_inner(
+        &self,
+        repository: &str,
+        tag: &str,
+    ) -> Result<ResolvedImage, RegistryError> {
         let image = format!("{repository}:{tag}");
         let repo = Repository::parse(repository).map_err(|e| match e {
-            RegistryError::BadReference { reason, .. } => RegistryError::BadReference { image: image.clone(), reason },
+            RegistryError::BadReference { reason, .. } => RegistryError::BadReference {
+                image: image.clone(),
+                reason,
+            },
             other => other,
         })?;
-        let ctx = Ctx { image: &image, repo: &repo };
+        let ctx = Ctx {
+            image: &image,
+            repo: &repo,
+        };
         let tag_ok = !tag.is_empty()
             && tag.len() <= 128
-            && tag.chars().all(|c| c.is_ascii_alphanumeric() || "._-".contains(c))
+            && tag
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || "._-".contains(c))
             && !tag.starts_with(['.', '-']);
         if !tag_ok {
-            return Err(RegistryError::BadReference { image, reason: "invalid tag".into() });
+            return Err(RegistryError::BadReference {
+                image,
+                reason: "invalid tag".into(),
+            });
         }
         let base = self.base_url(&repo);
         let accept = [OCI_INDEX, DOCKER_LIST, OCI_MANIFEST, DOCKER_MANIFEST].join(", ");
-        let resp = self.get(&ctx, &format!("{base}/manifests/{tag}"), &accept).await?;
+        let resp = self
+            .get(&ctx, &format!("{base}/manifests/{tag}"), &accept)
+            .await?;
         let resp = Self::check_status(&ctx, "manifest", resp).await?;
         let header_type = resp
             .headers()
@@ -289,10 +366,12 @@ impl RegistryClient {
         if let Some(h) = header_digest
             && h != digest.as_str()
         {
-            return Err(ctx.invalid(format!("Docker-Content-Digest {h} does not match the manifest's {digest}")));
+            return Err(ctx.invalid(format!(
+                "Docker-Content-Digest {h} does not match the manifest's {digest}"
+            )));
         }
-        let doc: ManifestDoc =
-            serde_json::from_slice(&body).map_err(|e| ctx.invalid(format!("manifest is not valid JSON: {e}")))?;
+        let doc: ManifestDoc = serde_json::from_slice(&body)
+            .map_err(|e| ctx.invalid(format!("manifest is not valid JSON: {e}")))?;
         let media_type = doc.media_type.clone().or(header_type).unwrap_or_default();
         let is_index = media_type == OCI_INDEX
             || media_type == DOCKER_LIST
@@ -314,14 +393,25 @@ impl RegistryClient {
                 }
             }
             out
-        } else if media_type == OCI_MANIFEST || media_type == DOCKER_MANIFEST || doc.config.is_some() {
-            let config = doc.config.ok_or_else(|| ctx.invalid("manifest has no config"))?;
-            let resp = self.get(&ctx, &format!("{base}/blobs/{}", config.digest), "*/*").await?;
+        } else if media_type == OCI_MANIFEST
+            || media_type == DOCKER_MANIFEST
+            || doc.config.is_some()
+        {
+            let config = doc
+                .config
+                .ok_or_else(|| ctx.invalid("manifest has no config"))?;
+            let resp = self
+                .get(&ctx, &format!("{base}/blobs/{}", config.digest), "*/*")
+                .await?;
             let resp = Self::check_status(&ctx, "config blob", resp).await?;
             let body = Self::read_limited(&ctx, resp).await?;
-            let cfg: ImageConfig =
-                serde_json::from_slice(&body).map_err(|e| ctx.invalid(format!("image config is not valid JSON: {e}")))?;
-            vec![super::normalize_platform(&Platform { os: cfg.os, arch: cfg.architecture, variant: cfg.variant })]
+            let cfg: ImageConfig = serde_json::from_slice(&body)
+                .map_err(|e| ctx.invalid(format!("image config is not valid JSON: {e}")))?;
+            vec![super::normalize_platform(&Platform {
+                os: cfg.os,
+                arch: cfg.architecture,
+                variant: cfg.variant,
+            })]
         } else {
             return Err(ctx.invalid(format!("unsupported manifest media type {media_type:?}")));
         };
@@ -346,7 +436,8 @@ impl ImageRegistry for RegistryClient {
             Err(RegistryError::Unreachable { .. }) => "unreachable",
             Err(_) => "error",
         };
-        metrics::counter!("hoist_registry_requests_total", "op" => "resolve", "status" => status).increment(1);
+        metrics::counter!("hoist_registry_requests_total", "op" => "resolve", "status" => status)
+            .increment(1);
         result
     }
 
@@ -391,11 +482,17 @@ struct ImageConfig {
 /// The first `code` of a registry error body (`{"errors":[{"code":"MANIFEST_UNKNOWN",…}]}`).
 fn registry_error_code(body: &str) -> Option<String> {
     let v: serde_json::Value = serde_json::from_str(body).ok()?;
-    v.get("errors")?.get(0)?.get("code")?.as_str().map(str::to_string)
+    v.get("errors")?
+        .get(0)?
+        .get("code")?
+        .as_str()
+        .map(str::to_string)
 }
 
 fn code_suffix(code: &Option<String>) -> String {
-    code.as_deref().map(|c| format!(" ({c})")).unwrap_or_default()
+    code.as_deref()
+        .map(|c| format!(" ({c})"))
+        .unwrap_or_default()
 }
 
 /// A reqwest error without the URL's query (which may carry a scope, never a secret, but is noise).
@@ -415,7 +512,11 @@ fn describe(e: &reqwest::Error) -> String {
         detail = s.to_string();
         source = s.source();
     }
-    if detail.is_empty() { kind.to_string() } else { format!("{kind}: {detail}") }
+    if detail.is_empty() {
+        kind.to_string()
+    } else {
+        format!("{kind}: {detail}")
+    }
 }
 
 /// Parses the first challenge of `WWW-Authenticate` (`Basic realm="…"` or `Bearer realm="…",service="…",scope="…"`).
@@ -437,7 +538,11 @@ fn parse_challenge_text(value: &str) -> Option<Challenge> {
     let mut s = rest.trim();
     while !s.is_empty() {
         let (key, after) = s.split_once('=')?;
-        let key = key.trim().trim_start_matches(',').trim().to_ascii_lowercase();
+        let key = key
+            .trim()
+            .trim_start_matches(',')
+            .trim()
+            .to_ascii_lowercase();
         let after = after.trim_start();
         let (val, remaining) = if let Some(quoted) = after.strip_prefix('"') {
             let end = quoted.find('"')?;
@@ -457,9 +562,15 @@ fn parse_challenge_text(value: &str) -> Option<Challenge> {
 }
 
 #[cfg(test)]
-pub(super) fn parse_challenge_for_test(value: &str) -> Option<(String, Option<String>, Option<String>)> {
+pub(super) fn parse_challenge_for_test(
+    value: &str,
+) -> Option<(String, Option<String>, Option<String>)> {
     match parse_challenge_text(value)? {
         Challenge::Basic => Some(("basic".into(), None, None)),
-        Challenge::Bearer { realm, service, scope } => Some((realm, service, scope)),
+        Challenge::Bearer {
+            realm,
+            service,
+            scope,
+        } => Some((realm, service, scope)),
     }
 }

@@ -27,7 +27,11 @@ impl Digest {
         let hex = text
             .strip_prefix("sha256:")
             .ok_or_else(|| format!("{text:?} is not a sha256 digest"))?;
-        if hex.len() != 64 || !hex.chars().all(|c| c.is_ascii_digit() || ('a'..='f').contains(&c)) {
+        if hex.len() != 64
+            || !hex
+                .chars()
+                .all(|c| c.is_ascii_digit() || ('a'..='f').contains(&c))
+        {
             return Err(format!("{text:?} is not a sha256 digest"));
         }
         Ok(Digest(text.to_string()))
@@ -36,7 +40,10 @@ impl Digest {
     /// The digest of `bytes`.
     pub fn of(bytes: &[u8]) -> Digest {
         use sha2::Digest as _;
-        Digest(format!("sha256:{}", hex::encode(sha2::Sha256::digest(bytes))))
+        Digest(format!(
+            "sha256:{}",
+            hex::encode(sha2::Sha256::digest(bytes))
+        ))
     }
 
     pub fn as_str(&self) -> &str {
@@ -107,13 +114,29 @@ pub enum RegistryError {
     #[error("{image} is not a valid image reference: {reason}")]
     BadReference { image: String, reason: String },
     #[error("{image} not found in registry {registry}: {detail}")]
-    NotFound { image: String, registry: String, detail: String },
+    NotFound {
+        image: String,
+        registry: String,
+        detail: String,
+    },
     #[error("registry {registry} refused access to {image}: {detail}")]
-    AuthRefused { image: String, registry: String, detail: String },
+    AuthRefused {
+        image: String,
+        registry: String,
+        detail: String,
+    },
     #[error("registry {registry} is unreachable for {image}: {detail}")]
-    Unreachable { image: String, registry: String, detail: String },
+    Unreachable {
+        image: String,
+        registry: String,
+        detail: String,
+    },
     #[error("registry {registry} gave an unusable answer for {image}: {detail}")]
-    Invalid { image: String, registry: String, detail: String },
+    Invalid {
+        image: String,
+        registry: String,
+        detail: String,
+    },
 }
 
 impl RegistryError {

@@ -9,9 +9,10 @@
 use std::time::{Duration, Instant};
 
 use bollard::models::{
-    EndpointPortConfig, EndpointPortConfigProtocolEnum, EndpointPortConfigPublishModeEnum, EndpointSpec,
-    ServiceSpecMode, ServiceSpecModeReplicated, ServiceSpecRollbackConfig, ServiceSpecRollbackConfigFailureActionEnum,
-    ServiceSpecRollbackConfigOrderEnum, ServiceSpecUpdateConfig, ServiceSpecUpdateConfigFailureActionEnum,
+    EndpointPortConfig, EndpointPortConfigProtocolEnum, EndpointPortConfigPublishModeEnum,
+    EndpointSpec, ServiceSpecMode, ServiceSpecModeReplicated, ServiceSpecRollbackConfig,
+    ServiceSpecRollbackConfigFailureActionEnum, ServiceSpecRollbackConfigOrderEnum,
+    ServiceSpecUpdateConfig, ServiceSpecUpdateConfigFailureActionEnum,
     ServiceSpecUpdateConfigOrderEnum, TaskSpec, TaskSpecContainerSpec, TaskSpecPlacement,
 };
 
@@ -90,7 +91,10 @@ impl OutcomeState {
 
     /// The service now runs the requested image.
     pub fn succeeded(self) -> bool {
-        matches!(self, OutcomeState::Created | OutcomeState::Updated | OutcomeState::Unchanged)
+        matches!(
+            self,
+            OutcomeState::Created | OutcomeState::Updated | OutcomeState::Unchanged
+        )
     }
 }
 
@@ -170,7 +174,11 @@ pub fn create_spec(name: &str, image: &str, create: &CreateSpec, monitor: Durati
         .ports
         .iter()
         .map(|p| EndpointPortConfig {
-            protocol: Some(if p.udp { EndpointPortConfigProtocolEnum::UDP } else { EndpointPortConfigProtocolEnum::TCP }),
+            protocol: Some(if p.udp {
+                EndpointPortConfigProtocolEnum::UDP
+            } else {
+                EndpointPortConfigProtocolEnum::TCP
+            }),
             target_port: Some(i64::from(p.target)),
             published_port: Some(i64::from(p.published)),
             publish_mode: Some(EndpointPortConfigPublishModeEnum::INGRESS),
@@ -192,7 +200,9 @@ pub fn create_spec(name: &str, image: &str, create: &CreateSpec, monitor: Durati
             ..Default::default()
         }),
         mode: Some(ServiceSpecMode {
-            replicated: Some(ServiceSpecModeReplicated { replicas: Some(i64::try_from(create.replicas).unwrap_or(i64::MAX)) }),
+            replicated: Some(ServiceSpecModeReplicated {
+                replicas: Some(i64::try_from(create.replicas).unwrap_or(i64::MAX)),
+            }),
             ..Default::default()
         }),
         update_config: Some(ServiceSpecUpdateConfig {
@@ -211,7 +221,10 @@ pub fn create_spec(name: &str, image: &str, create: &CreateSpec, monitor: Durati
             max_failure_ratio: Some(0.0),
             order: Some(ServiceSpecRollbackConfigOrderEnum::START_FIRST),
         }),
-        endpoint_spec: (!ports.is_empty()).then(|| EndpointSpec { ports: Some(ports), ..Default::default() }),
+        endpoint_spec: (!ports.is_empty()).then(|| EndpointSpec {
+            ports: Some(ports),
+            ..Default::default()
+        }),
         ..Default::default()
     }
 }
@@ -235,7 +248,11 @@ impl<S: Swarm> Calls<'_, S> {
 
 /// Deploys `target` and waits for Swarm to settle. Errors mean hoist could not act (or lost
 /// the service); every settled end, good or bad, is an [`Outcome`].
-pub async fn deploy<S: Swarm>(swarm: &S, target: Target<'_>, options: &DeployOptions) -> Result<Outcome, DeployError> {
+pub async fn deploy<S: Swarm>(
+    swarm: &S,
+    target: Target<'_>,
+    options: &DeployOptions,
+) -> Result<Outcome, DeployError> {
     let started = Instant::now();
     let name = target.service.name.as_str();
     let reference = target.image.reference();
@@ -243,7 +260,12 @@ pub async fn deploy<S: Swarm>(swarm: &S, target: Target<'_>, options: &DeployOpt
     let span = tracing::info_span!("swarm.deploy", service = name, image = %pinned);
     let _enter = span.enter();
 
-    check_platforms(&reference, &target.image.platforms, &target.service.platforms, None)?;
+    check_platforms(
+        &reference,
+        &target.image.platforms,
+        &target.service.platforms,
+        None,
+    )?;
 
     let mut calls = Calls { swarm, count: 0 };
     let mut conflicts = 0u32;
@@ -273,50 +295,77 @@ pub async fn deploy<S: Swarm>(swarm: &S, target: Target<'_>, options: &DeployOpt
             let constraints = match (&current, &target.service.create) {
                 (Some(s), _) => s.constraints.clone(),
                 (None, Some(c)) => c.constraints.clone(),
-                (None, None) => return Err(DeployError::NoCreateSpec { service: name.to_string() }),
+                (None, None) => {
+                    return Err(DeployError::NoCreateSpec {
+                        service: name.to_string(),
+                    });
+                }
             };
             calls.count += 1;
             let nodes = swarm.nodes().await?;
-            check_platforms(&reference, &target.image.platforms, &[], Some((&nodes, &constraints)))?;
+            check_platforms(
+                &reference,
+                &target.image.platforms,
+                &[],
+                Some((&nodes, &constraints)),
+            )?;
         }
-        let write = match &current {
-            None => {
-                let create = target
-                    .service
-                    .create
-                    .as_ref()
-                    .ok_or_else(|| DeployError::NoCreateSpec { service: name.to_string() })?;
-                let spec = create_spec(name, &pinned, create, options.monitor);
-                calls.count += 1;
-                match swarm.create(&spec, target.auth).await {
-                    Ok(id) => {
-                        tracing::info!(service_id = %id, "service created");
-                        return converge_create(&mut calls, &id, name, &pinned, create.replicas, started, conflicts, options).await;
+        let write =
+            match &current {
+                None => {
+                    let create = target.service.create.as_ref().ok_or_else(|| {
+                        DeployError::NoCreateSpec {
+                            service: name.to_string(),
+                        }
+                    })?;
+                    let spec = create_spec(name, &pinned, create, options.monitor);
+                    calls.count += 1;
+                    match swarm.create(&spec, target.auth).await {
+                        Ok(id) => {
+                            tracing::info!(service_id = %id, "service created");
+                            return converge_create(
+                                &mut calls,
+                                &id,
+                                name,
+                                &pinned,
+                                create.replicas,
+                                started,
+                                conflicts,
+                                options,
+                            )
+                            .await;
+                        }
+                        // Someone created it between our inspect and create: take the update path.
+                        Err(SwarmError::Rejected { status: 409, .. }) => Err(()),
+                        Err(e) => return Err(e.into()),
                     }
-                    // Someone created it between our inspect and create: take the update path.
-                    Err(SwarmError::Rejected { status: 409, .. }) => Err(()),
-                    Err(e) => return Err(e.into()),
                 }
-            }
-            Some(service) => {
-                calls.count += 1;
-                match swarm.update_image(service, &pinned, target.auth).await {
-                    Ok(()) => Ok(service),
-                    Err(SwarmError::OutOfSequence { .. }) => Err(()),
-                    Err(e) => return Err(e.into()),
+                Some(service) => {
+                    calls.count += 1;
+                    match swarm.update_image(service, &pinned, target.auth).await {
+                        Ok(()) => Ok(service),
+                        Err(SwarmError::OutOfSequence { .. }) => Err(()),
+                        Err(e) => return Err(e.into()),
+                    }
                 }
-            }
-        };
+            };
         match write {
             Ok(service) => {
                 tracing::info!(service_id = %service.id, version = service.version, "service image updated");
-                return converge_update(&mut calls, service, &pinned, started, conflicts, options).await;
+                return converge_update(&mut calls, service, &pinned, started, conflicts, options)
+                    .await;
             }
             Err(()) => {
                 conflicts += 1;
-                tracing::info!(attempt = conflicts, "service changed while hoist wrote it; reading it again");
+                tracing::info!(
+                    attempt = conflicts,
+                    "service changed while hoist wrote it; reading it again"
+                );
                 if conflicts > options.max_conflict_retries {
-                    return Err(DeployError::Conflict { service: name.to_string(), attempts: conflicts });
+                    return Err(DeployError::Conflict {
+                        service: name.to_string(),
+                        attempts: conflicts,
+                    });
                 }
             }
         }
@@ -329,7 +378,10 @@ fn task_errors(tasks: &[TaskInfo], image: &str) -> Vec<TaskError> {
         .filter(|t| t.image.as_deref() == Some(image))
         .filter_map(|t| {
             let failed = matches!(t.state.as_str(), "failed" | "rejected");
-            let error = t.error.clone().or_else(|| failed.then(|| t.message.clone().unwrap_or_default()))?;
+            let error = t
+                .error
+                .clone()
+                .or_else(|| failed.then(|| t.message.clone().unwrap_or_default()))?;
             Some(TaskError {
                 task_id: t.id.clone(),
                 slot: t.slot,
@@ -346,7 +398,10 @@ fn task_errors(tasks: &[TaskInfo], image: &str) -> Vec<TaskError> {
 
 /// Tasks that should run (`desired_state == running`), and whether all of them run `image`.
 fn all_running(tasks: &[TaskInfo], image: &str, want: Option<u64>) -> bool {
-    let desired: Vec<&TaskInfo> = tasks.iter().filter(|t| t.desired_state == "running").collect();
+    let desired: Vec<&TaskInfo> = tasks
+        .iter()
+        .filter(|t| t.desired_state == "running")
+        .collect();
     let running = desired
         .iter()
         .filter(|t| t.state == "running" && t.image.as_deref() == Some(image))
@@ -377,17 +432,50 @@ async fn converge_create<S: Swarm>(
         if all_running(&tasks, image, Some(replicas)) || replicas == 0 {
             let since = *stable_since.get_or_insert_with(Instant::now);
             if since.elapsed() >= options.monitor || replicas == 0 {
-                return finish_create(calls, id, name, OutcomeState::Created, &tasks, image, started, conflicts).await;
+                return finish_create(
+                    calls,
+                    id,
+                    name,
+                    OutcomeState::Created,
+                    &tasks,
+                    image,
+                    started,
+                    conflicts,
+                )
+                .await;
             }
         } else {
             stable_since = None;
         }
-        let failed = tasks.iter().filter(|t| matches!(t.state.as_str(), "failed" | "rejected")).count();
+        let failed = tasks
+            .iter()
+            .filter(|t| matches!(t.state.as_str(), "failed" | "rejected"))
+            .count();
         if failed >= 3 {
-            return finish_create(calls, id, name, OutcomeState::Failed, &tasks, image, started, conflicts).await;
+            return finish_create(
+                calls,
+                id,
+                name,
+                OutcomeState::Failed,
+                &tasks,
+                image,
+                started,
+                conflicts,
+            )
+            .await;
         }
         if Instant::now() >= deadline {
-            return finish_create(calls, id, name, OutcomeState::TimedOut, &tasks, image, started, conflicts).await;
+            return finish_create(
+                calls,
+                id,
+                name,
+                OutcomeState::TimedOut,
+                &tasks,
+                image,
+                started,
+                conflicts,
+            )
+            .await;
         }
     }
 }
@@ -407,7 +495,9 @@ async fn finish_create<S: Swarm>(
     let service = calls
         .inspect(id)
         .await?
-        .ok_or_else(|| DeployError::Vanished { service: name.to_string() })?;
+        .ok_or_else(|| DeployError::Vanished {
+            service: name.to_string(),
+        })?;
     Ok(Outcome {
         service_id: id.to_string(),
         service_name: name.to_string(),
@@ -434,26 +524,31 @@ async fn converge_update<S: Swarm>(
 ) -> Result<Outcome, DeployError> {
     let deadline = Instant::now() + options.converge_timeout;
     let mut rollback_requested = false;
-    let outcome = |calls: &Calls<'_, S>, state, now: &ServiceState, tasks: &[TaskInfo], converged_in| Outcome {
-        service_id: before.id.clone(),
-        service_name: before.name.clone(),
-        state,
-        before: before.image.clone(),
-        after: now.image.clone(),
-        version_before: Some(before.version),
-        version_after: now.version,
-        converged_in,
-        task_errors: task_errors(tasks, image),
-        update_message: now.update_message.clone(),
-        api_calls: calls.count,
-        conflicts,
-    };
+    let outcome =
+        |calls: &Calls<'_, S>, state, now: &ServiceState, tasks: &[TaskInfo], converged_in| {
+            Outcome {
+                service_id: before.id.clone(),
+                service_name: before.name.clone(),
+                state,
+                before: before.image.clone(),
+                after: now.image.clone(),
+                version_before: Some(before.version),
+                version_after: now.version,
+                converged_in,
+                task_errors: task_errors(tasks, image),
+                update_message: now.update_message.clone(),
+                api_calls: calls.count,
+                conflicts,
+            }
+        };
     loop {
         tokio::time::sleep(options.poll_interval).await;
         let now = calls
             .inspect(&before.id)
             .await?
-            .ok_or_else(|| DeployError::Vanished { service: before.name.clone() })?;
+            .ok_or_else(|| DeployError::Vanished {
+                service: before.name.clone(),
+            })?;
         let settled = match now.update {
             // Swarm resets the status on every write and sets it when its updater starts.
             None | Some(UpdateState::Completed) => now.image.as_deref() == Some(image),
@@ -512,26 +607,48 @@ mod tests {
     fn create_spec_sets_rollback_monitor_and_start_first() {
         let create = CreateSpec {
             replicas: 2,
-            ports: vec![PortSpec { published: 8080, target: 80, udp: false }],
+            ports: vec![PortSpec {
+                published: 8080,
+                target: 80,
+                udp: false,
+            }],
             env: vec!["MODE=production".into()],
             constraints: vec!["node.role==worker".into()],
         };
         let spec = create_spec("web", "r/app:1@sha256:x", &create, Duration::from_secs(2));
         let update = spec.update_config.as_ref().expect("update config");
-        assert_eq!(update.failure_action, Some(ServiceSpecUpdateConfigFailureActionEnum::ROLLBACK));
+        assert_eq!(
+            update.failure_action,
+            Some(ServiceSpecUpdateConfigFailureActionEnum::ROLLBACK)
+        );
         assert_eq!(update.monitor, Some(2_000_000_000));
-        assert_eq!(update.order, Some(ServiceSpecUpdateConfigOrderEnum::START_FIRST));
+        assert_eq!(
+            update.order,
+            Some(ServiceSpecUpdateConfigOrderEnum::START_FIRST)
+        );
         let template = spec.task_template.as_ref().expect("template");
         let container = template.container_spec.as_ref().expect("container");
         assert_eq!(container.image.as_deref(), Some("r/app:1@sha256:x"));
         assert_eq!(container.env, Some(vec!["MODE=production".to_string()]));
         assert_eq!(
-            template.placement.as_ref().and_then(|p| p.constraints.clone()),
+            template
+                .placement
+                .as_ref()
+                .and_then(|p| p.constraints.clone()),
             Some(vec!["node.role==worker".to_string()])
         );
-        let ports = spec.endpoint_spec.as_ref().and_then(|e| e.ports.clone()).expect("ports");
+        let ports = spec
+            .endpoint_spec
+            .as_ref()
+            .and_then(|e| e.ports.clone())
+            .expect("ports");
         assert_eq!(ports[0].published_port, Some(8080));
         assert_eq!(ports[0].target_port, Some(80));
-        assert_eq!(spec.mode.and_then(|m| m.replicated).and_then(|r| r.replicas), Some(2));
+        assert_eq!(
+            spec.mode
+                .and_then(|m| m.replicated)
+                .and_then(|r| r.replicas),
+            Some(2)
+        );
     }
 }

@@ -14,7 +14,9 @@ use bollard::Docker;
 use bollard::auth::DockerCredentials;
 use bollard::errors::Error as BollardError;
 use bollard::models::{NodeState, ServiceUpdateStatusStateEnum};
-use bollard::query_parameters::{InspectServiceOptions, ListNodesOptions, ListTasksOptions, UpdateServiceOptions};
+use bollard::query_parameters::{
+    InspectServiceOptions, ListNodesOptions, ListTasksOptions, UpdateServiceOptions,
+};
 use tokio::sync::OnceCell;
 
 use super::{NodeInfo, ServiceSpec, ServiceState, Swarm, SwarmError, TaskInfo, UpdateState};
@@ -34,7 +36,9 @@ pub struct DockerSwarm {
 
 impl std::fmt::Debug for DockerSwarm {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("DockerSwarm").field("host", &self.host).finish_non_exhaustive()
+        f.debug_struct("DockerSwarm")
+            .field("host", &self.host)
+            .finish_non_exhaustive()
     }
 }
 
@@ -85,7 +89,10 @@ impl DockerSwarm {
     }
 
     fn unreachable(&self, detail: impl Into<String>) -> SwarmError {
-        SwarmError::Unreachable { host: self.host.clone(), detail: detail.into() }
+        SwarmError::Unreachable {
+            host: self.host.clone(),
+            detail: detail.into(),
+        }
     }
 
     async fn client(&self) -> Result<&Docker, SwarmError> {
@@ -110,7 +117,10 @@ impl DockerSwarm {
     ) -> Result<T, SwarmError> {
         self.calls.fetch_add(1, Ordering::Relaxed);
         let result = match tokio::time::timeout(self.call_timeout, fut).await {
-            Err(_) => Err(SwarmError::Timeout { op, after: self.call_timeout }),
+            Err(_) => Err(SwarmError::Timeout {
+                op,
+                after: self.call_timeout,
+            }),
             Ok(Ok(v)) => Ok(v),
             Ok(Err(e)) => Err(self.map_error(op, e)),
         };
@@ -122,26 +132,43 @@ impl DockerSwarm {
             Err(SwarmError::Unreachable { .. }) => "unreachable".to_string(),
             Err(SwarmError::Other { .. }) => "error".to_string(),
         };
-        metrics::counter!("hoist_docker_requests_total", "op" => op, "status" => status).increment(1);
+        metrics::counter!("hoist_docker_requests_total", "op" => op, "status" => status)
+            .increment(1);
         result
     }
 
     fn map_error(&self, op: &'static str, e: BollardError) -> SwarmError {
         match e {
-            BollardError::DockerResponseServerError { status_code, message } => {
+            BollardError::DockerResponseServerError {
+                status_code,
+                message,
+            } => {
                 if message.contains("out of sequence") {
-                    SwarmError::OutOfSequence { service: String::new() }
+                    SwarmError::OutOfSequence {
+                        service: String::new(),
+                    }
                 } else {
-                    SwarmError::Rejected { op, status: status_code, message }
+                    SwarmError::Rejected {
+                        op,
+                        status: status_code,
+                        message,
+                    }
                 }
             }
-            BollardError::RequestTimeoutError => SwarmError::Timeout { op, after: self.call_timeout },
+            BollardError::RequestTimeoutError => SwarmError::Timeout {
+                op,
+                after: self.call_timeout,
+            },
             BollardError::IOError { err } => self.unreachable(err.to_string()),
-            BollardError::SocketNotFoundError(path) => self.unreachable(format!("no socket at {path}")),
-            e @ (BollardError::HyperLegacyError { .. } | BollardError::HyperResponseError { .. }) => {
-                self.unreachable(full_chain(&e))
+            BollardError::SocketNotFoundError(path) => {
+                self.unreachable(format!("no socket at {path}"))
             }
-            other => SwarmError::Other { op, detail: full_chain(&other) },
+            e @ (BollardError::HyperLegacyError { .. }
+            | BollardError::HyperResponseError { .. }) => self.unreachable(full_chain(&e)),
+            other => SwarmError::Other {
+                op,
+                detail: full_chain(&other),
+            },
         }
     }
 
@@ -234,7 +261,11 @@ fn task_info(task: bollard::models::Task) -> TaskInfo {
             .and_then(|s| s.container_spec)
             .and_then(|c| c.image),
         state: status.state.as_ref().map(enum_text).unwrap_or_default(),
-        desired_state: task.desired_state.as_ref().map(enum_text).unwrap_or_default(),
+        desired_state: task
+            .desired_state
+            .as_ref()
+            .map(enum_text)
+            .unwrap_or_default(),
         error: status.err.filter(|e| !e.is_empty()),
         message: status.message,
         exit_code: status.container_status.and_then(|c| c.exit_code),
@@ -252,11 +283,22 @@ fn node_info(node: bollard::models::Node) -> NodeInfo {
         hostname: description.hostname.unwrap_or_default(),
         role: spec.role.as_ref().map(enum_text).unwrap_or_default(),
         ready: node.status.and_then(|s| s.state) == Some(NodeState::READY),
-        availability: spec.availability.as_ref().map(enum_text).unwrap_or_default(),
-        platform: normalize_platform(&Platform { os, arch: raw_arch.clone(), variant: None }),
+        availability: spec
+            .availability
+            .as_ref()
+            .map(enum_text)
+            .unwrap_or_default(),
+        platform: normalize_platform(&Platform {
+            os,
+            arch: raw_arch.clone(),
+            variant: None,
+        }),
         raw_arch,
         labels: spec.labels.unwrap_or_default(),
-        engine_labels: description.engine.and_then(|e| e.labels).unwrap_or_default(),
+        engine_labels: description
+            .engine
+            .and_then(|e| e.labels)
+            .unwrap_or_default(),
     }
 }
 
@@ -268,23 +310,46 @@ impl Swarm for DockerSwarm {
 
     async fn inspect(&self, service: &str) -> Result<Option<ServiceState>, SwarmError> {
         let docker = self.client().await?;
-        let options = InspectServiceOptions { insert_defaults: false };
-        match self.timed("inspect_service", docker.inspect_service(service, Some(options))).await {
+        let options = InspectServiceOptions {
+            insert_defaults: false,
+        };
+        match self
+            .timed(
+                "inspect_service",
+                docker.inspect_service(service, Some(options)),
+            )
+            .await
+        {
             Ok(s) => Ok(Some(service_state(s))),
             Err(SwarmError::Rejected { status: 404, .. }) => Ok(None),
             Err(e) => Err(e),
         }
     }
 
-    async fn create(&self, spec: &ServiceSpec, auth: Option<&Credentials>) -> Result<String, SwarmError> {
+    async fn create(
+        &self,
+        spec: &ServiceSpec,
+        auth: Option<&Credentials>,
+    ) -> Result<String, SwarmError> {
         let docker = self.client().await?;
         let created = self
-            .timed("create_service", docker.create_service(spec.clone(), credentials(auth)))
+            .timed(
+                "create_service",
+                docker.create_service(spec.clone(), credentials(auth)),
+            )
             .await?;
-        created.id.ok_or(SwarmError::Other { op: "create_service", detail: "the answer carries no service ID".into() })
+        created.id.ok_or(SwarmError::Other {
+            op: "create_service",
+            detail: "the answer carries no service ID".into(),
+        })
     }
 
-    async fn update_image(&self, service: &ServiceState, image: &str, auth: Option<&Credentials>) -> Result<(), SwarmError> {
+    async fn update_image(
+        &self,
+        service: &ServiceState,
+        image: &str,
+        auth: Option<&Credentials>,
+    ) -> Result<(), SwarmError> {
         let docker = self.client().await?;
         let mut spec = service.spec.clone();
         let container = spec
@@ -294,12 +359,20 @@ impl Swarm for DockerSwarm {
             .get_or_insert_with(Default::default);
         container.image = Some(image.to_string());
         let version = version_i32(service.version, "update_service")?;
-        let options = UpdateServiceOptions { version, ..Default::default() };
+        let options = UpdateServiceOptions {
+            version,
+            ..Default::default()
+        };
         let result = self
-            .timed("update_service", docker.update_service(&service.id, spec, options, credentials(auth)))
+            .timed(
+                "update_service",
+                docker.update_service(&service.id, spec, options, credentials(auth)),
+            )
             .await;
         match result {
-            Err(SwarmError::OutOfSequence { .. }) => Err(SwarmError::OutOfSequence { service: service.name.clone() }),
+            Err(SwarmError::OutOfSequence { .. }) => Err(SwarmError::OutOfSequence {
+                service: service.name.clone(),
+            }),
             Err(e) => Err(e),
             Ok(response) => {
                 for warning in response.warnings.unwrap_or_default() {
@@ -313,12 +386,21 @@ impl Swarm for DockerSwarm {
     async fn rollback(&self, service: &ServiceState) -> Result<(), SwarmError> {
         let docker = self.client().await?;
         let version = version_i32(service.version, "rollback_service")?;
-        let options = UpdateServiceOptions { version, rollback: Some("previous".into()), ..Default::default() };
+        let options = UpdateServiceOptions {
+            version,
+            rollback: Some("previous".into()),
+            ..Default::default()
+        };
         let result = self
-            .timed("rollback_service", docker.update_service(&service.id, service.spec.clone(), options, None))
+            .timed(
+                "rollback_service",
+                docker.update_service(&service.id, service.spec.clone(), options, None),
+            )
             .await;
         match result {
-            Err(SwarmError::OutOfSequence { .. }) => Err(SwarmError::OutOfSequence { service: service.name.clone() }),
+            Err(SwarmError::OutOfSequence { .. }) => Err(SwarmError::OutOfSequence {
+                service: service.name.clone(),
+            }),
             other => other.map(|_| ()),
         }
     }
@@ -326,8 +408,12 @@ impl Swarm for DockerSwarm {
     async fn tasks(&self, service_id: &str) -> Result<Vec<TaskInfo>, SwarmError> {
         let docker = self.client().await?;
         let filters = HashMap::from([("service".to_string(), vec![service_id.to_string()])]);
-        let options = ListTasksOptions { filters: Some(filters) };
-        let tasks = self.timed("list_tasks", docker.list_tasks(Some(options))).await?;
+        let options = ListTasksOptions {
+            filters: Some(filters),
+        };
+        let tasks = self
+            .timed("list_tasks", docker.list_tasks(Some(options)))
+            .await?;
         Ok(tasks.into_iter().map(task_info).collect())
     }
 
@@ -357,7 +443,10 @@ mod tests {
         // Bytes chosen so standard base64 holds both '+' and '/'.
         let raw = b"{\"password\":\"\xfb\xff\xbe?>~\"}";
         let standard = STANDARD.encode(raw);
-        assert!(standard.contains('+') || standard.contains('/'), "{standard}");
+        assert!(
+            standard.contains('+') || standard.contains('/'),
+            "{standard}"
+        );
         let fixed = reencode_registry_auth(&standard).expect("valid base64");
         assert!(!fixed.contains('+') && !fixed.contains('/'), "{fixed}");
         assert_eq!(URL_SAFE.decode(&fixed).expect("base64url"), raw);

@@ -34,7 +34,12 @@ pub struct GateFailure {
 
 impl fmt::Display for GateFailure {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let list = |ps: &[Platform]| ps.iter().map(ToString::to_string).collect::<Vec<_>>().join(", ");
+        let list = |ps: &[Platform]| {
+            ps.iter()
+                .map(ToString::to_string)
+                .collect::<Vec<_>>()
+                .join(", ")
+        };
         write!(f, "image {} ", self.image)?;
         let mut parts = Vec::new();
         if !self.missing_required.is_empty() {
@@ -50,7 +55,11 @@ impl fmt::Display for GateFailure {
             ));
         }
         write!(f, "{}", parts.join("; "))?;
-        let available = if self.available.is_empty() { "nothing".to_string() } else { list(&self.available) };
+        let available = if self.available.is_empty() {
+            "nothing".to_string()
+        } else {
+            list(&self.available)
+        };
         write!(f, " (the index holds {available})")
     }
 }
@@ -69,8 +78,13 @@ pub fn check_platforms(
     let mut gaps = Vec::new();
     if let Some((nodes, constraints)) = nodes {
         for node in nodes {
-            let eligible = node.ready && node.availability != "drain" && node_allowed(node, constraints);
-            if eligible && !available.iter().any(|have| platform_matches(have, &node.platform)) {
+            let eligible =
+                node.ready && node.availability != "drain" && node_allowed(node, constraints);
+            if eligible
+                && !available
+                    .iter()
+                    .any(|have| platform_matches(have, &node.platform))
+            {
                 gaps.push(NodeGap {
                     hostname: node.hostname.clone(),
                     node_id: node.id.clone(),
@@ -144,9 +158,16 @@ mod tests {
             role: role.into(),
             ready: true,
             availability: "active".into(),
-            platform: crate::registry::normalize_platform(&Platform { os: "linux".into(), arch: arch.into(), variant: None }),
+            platform: crate::registry::normalize_platform(&Platform {
+                os: "linux".into(),
+                arch: arch.into(),
+                variant: None,
+            }),
             raw_arch: arch.into(),
-            labels: labels.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect::<HashMap<_, _>>(),
+            labels: labels
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect::<HashMap<_, _>>(),
             engine_labels: HashMap::new(),
         }
     }
@@ -181,17 +202,27 @@ mod tests {
             node("pi3", "armv7l", "worker", &[]),
             node("pi4", "aarch64", "worker", &[]),
         ];
-        let err = check_platforms("r/app:1", &available, &[p("linux/arm/v7"), p("linux/arm64")], Some((&nodes, &[])))
-            .expect_err("arm/v7 is missing");
+        let err = check_platforms(
+            "r/app:1",
+            &available,
+            &[p("linux/arm/v7"), p("linux/arm64")],
+            Some((&nodes, &[])),
+        )
+        .expect_err("arm/v7 is missing");
         assert_eq!(err.missing_required, vec![p("linux/arm/v7")]);
         assert_eq!(err.nodes.len(), 1);
         assert_eq!(err.nodes[0].hostname, "pi3");
         let text = err.to_string();
-        assert!(text.contains("linux/arm/v7") && text.contains("pi3"), "{text}");
+        assert!(
+            text.contains("linux/arm/v7") && text.contains("pi3"),
+            "{text}"
+        );
 
         // Constraints that keep the service off the Pi 3 make the node gap go away.
         let only_managers = ["node.role==manager".to_string()];
-        assert!(check_platforms("r/app:1", &available, &[], Some((&nodes, &only_managers))).is_ok());
+        assert!(
+            check_platforms("r/app:1", &available, &[], Some((&nodes, &only_managers))).is_ok()
+        );
     }
 
     #[test]
@@ -200,6 +231,14 @@ mod tests {
         down.ready = false;
         let mut drained = node("pi2", "armv7l", "worker", &[]);
         drained.availability = "drain".into();
-        assert!(check_platforms("r/app:1", &[p("linux/amd64")], &[], Some((&[down, drained], &[]))).is_ok());
+        assert!(
+            check_platforms(
+                "r/app:1",
+                &[p("linux/amd64")],
+                &[],
+                Some((&[down, drained], &[]))
+            )
+            .is_ok()
+        );
     }
 }

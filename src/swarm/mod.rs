@@ -14,7 +14,10 @@ use std::future::Future;
 use std::time::Duration;
 
 pub use bollard::models::ServiceSpec;
-pub use deploy::{DeployError, DeployOptions, Outcome, OutcomeState, TaskError, Target, create_spec, deploy, same_image};
+pub use deploy::{
+    DeployError, DeployOptions, Outcome, OutcomeState, Target, TaskError, create_spec, deploy,
+    same_image,
+};
 pub use docker::{DockerSwarm, reencode_registry_auth};
 pub use gate::{GateFailure, NodeGap, check_platforms, node_allowed};
 
@@ -99,7 +102,11 @@ pub enum SwarmError {
     #[error("update of service {service} out of sequence: it changed since it was read")]
     OutOfSequence { service: String },
     #[error("Docker engine refused {op}: {message}")]
-    Rejected { op: &'static str, status: u16, message: String },
+    Rejected {
+        op: &'static str,
+        status: u16,
+        message: String,
+    },
     #[error("Docker engine: {op} failed: {detail}")]
     Other { op: &'static str, detail: String },
 }
@@ -107,7 +114,10 @@ pub enum SwarmError {
 impl SwarmError {
     /// Whether trying again later may help (the engine was away or slow).
     pub fn is_transient(&self) -> bool {
-        matches!(self, SwarmError::Unreachable { .. } | SwarmError::Timeout { .. })
+        matches!(
+            self,
+            SwarmError::Unreachable { .. } | SwarmError::Timeout { .. }
+        )
     }
 }
 
@@ -116,7 +126,10 @@ pub trait Swarm: Send + Sync {
     /// Cheap liveness check for `/readyz`: the engine answers and is a swarm manager.
     fn ping(&self) -> impl Future<Output = Result<(), SwarmError>> + Send;
     /// The service by name or ID; None when it does not exist.
-    fn inspect(&self, service: &str) -> impl Future<Output = Result<Option<ServiceState>, SwarmError>> + Send;
+    fn inspect(
+        &self,
+        service: &str,
+    ) -> impl Future<Output = Result<Option<ServiceState>, SwarmError>> + Send;
     /// Creates a service; returns its ID.
     fn create(
         &self,
@@ -131,9 +144,15 @@ pub trait Swarm: Send + Sync {
         auth: Option<&Credentials>,
     ) -> impl Future<Output = Result<(), SwarmError>> + Send;
     /// Asks Swarm to roll the service back to its previous spec (for a paused failed update).
-    fn rollback(&self, service: &ServiceState) -> impl Future<Output = Result<(), SwarmError>> + Send;
+    fn rollback(
+        &self,
+        service: &ServiceState,
+    ) -> impl Future<Output = Result<(), SwarmError>> + Send;
     /// The service's tasks, all states.
-    fn tasks(&self, service_id: &str) -> impl Future<Output = Result<Vec<TaskInfo>, SwarmError>> + Send;
+    fn tasks(
+        &self,
+        service_id: &str,
+    ) -> impl Future<Output = Result<Vec<TaskInfo>, SwarmError>> + Send;
     fn nodes(&self) -> impl Future<Output = Result<Vec<NodeInfo>, SwarmError>> + Send;
 }
 
