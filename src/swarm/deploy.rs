@@ -413,6 +413,28 @@ fn all_running(tasks: &[TaskInfo], image: &str, want: Option<u64>) -> bool {
     enough && running == desired.len()
 }
 
+/// How much earlier than the monitor window hoist starts polling closely.
+const QUIET_MARGIN: Duration = Duration::from_millis(150);
+
+/// The earliest an update can settle after it was written: the shorter of the update's and
+/// the rollback's monitor window (0 when either is unset, i.e. no assumption).
+fn settle_floor(spec: &ServiceSpec) -> Duration {
+    let update = spec.update_config.as_ref().and_then(|c| c.monitor);
+    let rollback = spec.rollback_config.as_ref().and_then(|c| c.monitor);
+    let nanos = update.unwrap_or(0).min(rollback.unwrap_or(0)).max(0);
+    Duration::from_nanos(u64::try_from(nanos).unwrap_or(0))
+}
+
+fn running_ids(tasks: &[TaskInfo]) -> Vec<String> {
+    let mut ids: Vec<String> = tasks
+        .iter()
+        .filter(|t| t.desired_state == "running" && t.state == "running")
+        .map(|t| t.id.clone())
+        .collect();
+    ids.sort();
+    ids
+}
+
 #[allow(clippy::too_many_arguments)]
 async fn converge_create<S: Swarm>(
     calls: &mut Calls<'_, S>,
@@ -425,13 +447,25 @@ async fn converge_create<S: Swarm>(
     options: &DeployOptions,
 ) -> Result<Outcome, DeployError> {
     let deadline = Instant::now() + options.converge_timeout;
-    let mut stable_since: Option<Instant> = None;
+    // When the replicas first all ran the image, and which tasks those were.
+    let mut stable: Option<(Instant, Vec<String>)> = None;
+    let mut pause = options.poll_interval;
     loop {
-        tokio::time::sleep(options.poll_interval).await;
+        tokio::time::sleep(pause).await;
+        pause = options.poll_interval;
         let tasks = calls.tasks(id).await?;
-        if all_running(&tasks, image, Some(replicas)) || replicas == 0 {
-            let since = *stable_since.get_or_insert_with(Instant::now);
-            if since.elapsed() >= options.monitor || replicas == 0 {
+        if replicas == 0 || all_running(&tasks, image, Some(replicas)) {
+            let ids = running_ids(&tasks);
+            match &stable {
+                Some((_, seen)) if *seen == ids => {}
+                // A task was replaced (it crashed and restarted): the window starts again.
+                _ => stable = Some((Instant::now(), ids)),
+            }
+            let since = stable
+                .as_ref()
+                .map(|(t, _)| t.elapsed())
+                .unwrap_or_default();
+            if replicas == 0 || since >= options.monitor {
                 return finish_create(
                     calls,
                     id,
@@ -444,8 +478,10 @@ async fn converge_create<S: Swarm>(
                 )
                 .await;
             }
+            // Nothing to learn before the window ends: look again right then.
+            pause = pause.max(options.monitor - since);
         } else {
-            stable_since = None;
+            stable = None;
         }
         let failed = tasks
             .iter()
@@ -522,7 +558,11 @@ async fn converge_update<S: Swarm>(
     conflicts: u32,
     options: &DeployOptions,
 ) -> Result<Outcome, DeployError> {
-    let deadline = Instant::now() + options.converge_timeout;
+    let written = Instant::now();
+    let deadline = written + options.converge_timeout;
+    // Swarm reports completed (or rolled back) only after the monitor window of the
+    // update (or rollback) config: polling before then would only load the engine.
+    let quiet = settle_floor(&before.spec).saturating_sub(QUIET_MARGIN);
     let mut rollback_requested = false;
     let outcome =
         |calls: &Calls<'_, S>, state, now: &ServiceState, tasks: &[TaskInfo], converged_in| {
@@ -542,7 +582,10 @@ async fn converge_update<S: Swarm>(
             }
         };
     loop {
-        tokio::time::sleep(options.poll_interval).await;
+        let pause = quiet
+            .saturating_sub(written.elapsed())
+            .max(options.poll_interval);
+        tokio::time::sleep(pause).await;
         let now = calls
             .inspect(&before.id)
             .await?
@@ -578,6 +621,7 @@ async fn converge_update<S: Swarm>(
             Some(UpdateState::RollbackCompleted) => OutcomeState::RolledBack,
             Some(UpdateState::RollbackPaused) => OutcomeState::Paused,
             _ if all_running(&tasks, image, now.replicas) => OutcomeState::Updated,
+            _ if timed_out => OutcomeState::TimedOut,
             // Completed, but a task is still starting or failed since: look again.
             _ => continue,
         };
