@@ -24,7 +24,8 @@ _testenv_free_port() {
     local port i
     for i in $(seq 1 200); do
         port=$((20000 + RANDOM % 20000))
-        if ! ss -Htanl 2>/dev/null | awk '{print $4}' | grep -qE "[:.]${port}\$" \
+        # No pipelines here: callers may run with `set -o pipefail`.
+        if [ -z "$(ss -Htanl "sport = :$port" 2>/dev/null)" ] \
             && ! (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then
             printf '%s' "$port"
             return 0
@@ -54,7 +55,7 @@ _testenv_install() {
     command -v docker-registry >/dev/null 2>&1 || missing+=(docker-registry)
     command -v htpasswd >/dev/null 2>&1 || missing+=(apache2-utils)
     command -v ss >/dev/null 2>&1 || missing+=(iproute2)
-    if ! file_is_static_busybox; then
+    if ! _testenv_busybox_is_static; then
         missing+=(busybox-static)
     fi
     if [ "${#missing[@]}" -eq 0 ]; then
@@ -69,7 +70,7 @@ _testenv_install() {
         DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 }
 
-file_is_static_busybox() {
+_testenv_busybox_is_static() {
     [ -x /bin/busybox ] || return 1
     # A dynamically linked busybox cannot run FROM scratch; busybox-static's can.
     ! grep -aq '/lib[0-9a-z_/-]*/ld-linux' /bin/busybox
@@ -111,7 +112,7 @@ _testenv_start_dockerd() {
 _testenv_swarm_init() {
     local state=$1
     local active
-    active=$(_testenv_docker info --format '{{.Swarm.LocalNodeState}}' 2>/dev/null)
+    active=$(_testenv_docker info --format '{{.Swarm.LocalNodeState}}' 2>/dev/null)  || true
     if [ "$active" = "active" ]; then
         return 0
     fi
@@ -229,7 +230,9 @@ testenv_down() {
         # Leaving the swarm removes its services, so a re-run starts clean.
         timeout 30 docker -H "$(cat "$state/docker_host")" swarm leave --force >/dev/null 2>&1 || true
     fi
-    [ -f "$state/docker.pid" ] || { [ -f "$state/docker.pid.launch" ] && mv "$state/docker.pid.launch" "$state/docker.pid"; }
+    if [ ! -f "$state/docker.pid" ] && [ -f "$state/docker.pid.launch" ]; then
+        mv "$state/docker.pid.launch" "$state/docker.pid"
+    fi
     _testenv_stop_pid "$state/docker.pid"
     rm -f "$state/docker.pid.launch"
     if [ -f "$state/short_dir" ]; then
@@ -238,7 +241,9 @@ testenv_down() {
         case "$short" in
         /tmp/hoist-dk-*)
             # Containers may leave mounts behind under the exec root.
-            grep -o " $short[^ ]*" /proc/mounts 2>/dev/null | sort -r | while read -r m; do umount -l "$m" 2>/dev/null; done
+            { grep -o " $short[^ ]*" /proc/mounts 2>/dev/null || true; } | sort -r | while read -r m; do
+                umount -l "$m" 2>/dev/null || true
+            done
             rm -rf "$short"
             ;;
         esac

@@ -123,7 +123,7 @@ impl SwarmError {
 
 /// The Docker Engine operations hoist uses. Each method is one API call.
 pub trait Swarm: Send + Sync {
-    /// Cheap liveness check for `/readyz`: the engine answers and is a swarm manager.
+    /// Cheap liveness check for `/readyz` (`GET /_ping`): the engine answers.
     fn ping(&self) -> impl Future<Output = Result<(), SwarmError>> + Send;
     /// The service by name or ID; None when it does not exist.
     fn inspect(
