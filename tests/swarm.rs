@@ -404,6 +404,57 @@ async fn an_image_that_exits_at_once_is_rolled_back_with_the_task_error() {
 }
 
 #[tokio::test]
+async fn a_hand_made_service_that_pauses_on_failure_is_rolled_back_by_hoist() {
+    let Some(env) = test_env() else { return };
+    let (name, path, repository, pusher) = setup(&env, "paused");
+    let _guard = env.remove_on_drop(&name);
+    pusher
+        .push_multiarch(&path, "good", ALL, Behaviour::Serve, OCI_INDEX)
+        .await;
+    pusher
+        .push_multiarch(&path, "bad", ALL, Behaviour::Crash, OCI_INDEX)
+        .await;
+    let client = RegistryClient::new(&[env.anonymous_registry()]);
+    let good = resolve(&client, &repository, "good").await;
+    let bad = resolve(&client, &repository, "bad").await;
+    env.docker(&[
+        "service",
+        "create",
+        "--quiet",
+        "--detach=false",
+        "--name",
+        &name,
+        "--update-failure-action",
+        "pause",
+        "--update-monitor",
+        "1s",
+        "--rollback-monitor",
+        "1s",
+        &good.pinned(),
+    ]);
+    let cfg = service(&name, &repository, "bad", &["linux/amd64"]);
+    let outcome = deploy(
+        &swarm(&env),
+        Target {
+            service: &cfg,
+            image: &bad,
+            auth: None,
+        },
+        &options(),
+    )
+    .await
+    .expect("deploy");
+    assert_eq!(outcome.state, OutcomeState::RolledBack, "{outcome:?}");
+    assert_eq!(outcome.after.as_deref(), Some(good.pinned().as_str()));
+    assert_eq!(running_images(&env, &name), vec![good.pinned()]);
+    assert_eq!(
+        env.spec_json(&name)["UpdateConfig"]["FailureAction"],
+        "pause",
+        "hoist left the spec alone"
+    );
+}
+
+#[tokio::test]
 async fn a_concurrent_out_of_band_update_is_handled_by_reading_again() {
     let Some(env) = test_env() else { return };
     let (name, path, repository, pusher) = setup(&env, "oob");

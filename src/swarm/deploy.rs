@@ -695,4 +695,204 @@ mod tests {
             Some(2)
         );
     }
+
+    use crate::config::Platform;
+    use crate::registry::{Digest, ResolvedImage};
+    use crate::swarm::fake::{FakeSwarm, fake_node};
+
+    fn image(tag: &str, platforms: &[&str]) -> ResolvedImage {
+        ResolvedImage {
+            repository: "reg.example.com/team/app".into(),
+            tag: tag.into(),
+            digest: Digest::of(tag.as_bytes()),
+            media_type: "application/vnd.oci.image.index.v1+json".into(),
+            is_index: true,
+            platforms: platforms
+                .iter()
+                .map(|p| Platform::parse(p).expect("platform"))
+                .collect(),
+        }
+    }
+
+    fn config(create: bool) -> ServiceConfig {
+        ServiceConfig {
+            name: "web".into(),
+            image: "reg.example.com/team/app".into(),
+            tag: "{tag}".into(),
+            platforms: vec![Platform::parse("linux/amd64").expect("platform")],
+            create: create.then(|| CreateSpec {
+                replicas: 2,
+                ports: vec![],
+                env: vec![],
+                constraints: vec![],
+            }),
+        }
+    }
+
+    fn fast() -> DeployOptions {
+        DeployOptions {
+            converge_timeout: Duration::from_secs(5),
+            poll_interval: Duration::from_millis(1),
+            max_conflict_retries: 3,
+            monitor: Duration::ZERO,
+        }
+    }
+
+    async fn run(
+        swarm: &FakeSwarm,
+        cfg: &ServiceConfig,
+        img: &ResolvedImage,
+    ) -> Result<Outcome, DeployError> {
+        deploy(
+            swarm,
+            Target {
+                service: cfg,
+                image: img,
+                auth: None,
+            },
+            &fast(),
+        )
+        .await
+    }
+
+    #[tokio::test]
+    async fn create_update_and_unchanged_against_the_world_model() {
+        let swarm = FakeSwarm::new();
+        let cfg = config(true);
+        let v1 = image("v1", &["linux/amd64"]);
+        let v2 = image("v2", &["linux/amd64"]);
+        let created = run(&swarm, &cfg, &v1).await.expect("create");
+        assert_eq!(created.state, OutcomeState::Created);
+        assert_eq!(created.after.as_deref(), Some(v1.pinned().as_str()));
+
+        let updated = run(&swarm, &cfg, &v2).await.expect("update");
+        assert_eq!(updated.state, OutcomeState::Updated, "{updated:?}");
+        assert_eq!(updated.service_id, created.service_id);
+        assert!(updated.version_after > updated.version_before.unwrap_or(u64::MAX));
+        assert_eq!(updated.before.as_deref(), Some(v1.pinned().as_str()));
+
+        let again = run(&swarm, &cfg, &v2).await.expect("again");
+        assert_eq!(again.state, OutcomeState::Unchanged);
+        assert_eq!(again.api_calls, 1);
+    }
+
+    #[tokio::test]
+    async fn a_failing_image_rolls_back_and_a_paused_update_is_rolled_back_by_hoist() {
+        let swarm = FakeSwarm::new();
+        let cfg = config(true);
+        let good = image("good", &["linux/amd64"]);
+        let bad = image("bad", &["linux/amd64"]);
+        swarm.fail_image(&bad.pinned());
+        run(&swarm, &cfg, &good).await.expect("create");
+        let outcome = run(&swarm, &cfg, &bad).await.expect("deploy");
+        assert_eq!(outcome.state, OutcomeState::RolledBack, "{outcome:?}");
+        assert_eq!(outcome.after.as_deref(), Some(good.pinned().as_str()));
+        assert_eq!(outcome.task_errors.len(), 1);
+        assert_eq!(outcome.task_errors[0].exit_code, Some(1));
+
+        // A service created by hand with failure action "pause".
+        let paused = FakeSwarm::new();
+        let mut spec = create_spec(
+            "web",
+            &good.pinned(),
+            &CreateSpec {
+                replicas: 1,
+                ports: vec![],
+                env: vec![],
+                constraints: vec![],
+            },
+            Duration::ZERO,
+        );
+        spec.update_config = None;
+        paused.add_service(spec);
+        paused.fail_image(&bad.pinned());
+        let outcome = run(&paused, &cfg, &bad).await.expect("deploy");
+        assert_eq!(outcome.state, OutcomeState::RolledBack, "{outcome:?}");
+        assert_eq!(
+            paused.service("web").and_then(|s| s.image),
+            Some(good.pinned())
+        );
+    }
+
+    #[tokio::test]
+    async fn out_of_sequence_is_retried_then_given_up() {
+        let swarm = FakeSwarm::new();
+        let cfg = config(true);
+        run(&swarm, &cfg, &image("v1", &["linux/amd64"]))
+            .await
+            .expect("create");
+        swarm.conflict_next_updates(2);
+        let outcome = run(&swarm, &cfg, &image("v2", &["linux/amd64"]))
+            .await
+            .expect("update");
+        assert_eq!(
+            (outcome.state, outcome.conflicts),
+            (OutcomeState::Updated, 2)
+        );
+
+        swarm.conflict_next_updates(10);
+        let err = run(&swarm, &cfg, &image("v3", &["linux/amd64"]))
+            .await
+            .expect_err("gives up");
+        assert!(
+            matches!(err, DeployError::Conflict { attempts: 4, .. }),
+            "{err:?}"
+        );
+    }
+
+    #[tokio::test]
+    async fn refusals_and_errors_before_any_write() {
+        let swarm = FakeSwarm::new();
+        let err = run(&swarm, &config(false), &image("v1", &["linux/amd64"]))
+            .await
+            .expect_err("no create spec");
+        assert_eq!(
+            err.to_string(),
+            "service web does not exist and has no create spec"
+        );
+
+        let calls = swarm.calls();
+        let err = run(&swarm, &config(true), &image("v1", &["linux/arm64"]))
+            .await
+            .expect_err("gate");
+        assert!(matches!(err, DeployError::Gate(_)), "{err:?}");
+        assert_eq!(
+            swarm.calls(),
+            calls,
+            "the required-platform check makes no call"
+        );
+
+        let pis = FakeSwarm::with_nodes(vec![
+            fake_node("x86", "manager", "linux/amd64"),
+            fake_node("pi3", "worker", "linux/arm/v7"),
+        ]);
+        let err = run(
+            &pis,
+            &config(true),
+            &image("v1", &["linux/amd64", "linux/arm64"]),
+        )
+        .await
+        .expect_err("pi3");
+        assert!(err.to_string().contains("pi3"), "{err}");
+        assert!(pis.service("web").is_none());
+
+        swarm.set_down(true);
+        let err = run(&swarm, &config(true), &image("v1", &["linux/amd64"]))
+            .await
+            .expect_err("down");
+        assert!(
+            matches!(err, DeployError::Swarm(SwarmError::Unreachable { .. })),
+            "{err:?}"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_new_service_whose_tasks_keep_failing_is_failed() {
+        let swarm = FakeSwarm::new();
+        let bad = image("bad", &["linux/amd64"]);
+        swarm.fail_image(&bad.pinned());
+        let outcome = run(&swarm, &config(true), &bad).await.expect("deploy");
+        assert_eq!(outcome.state, OutcomeState::Failed, "{outcome:?}");
+        assert!(!outcome.task_errors.is_empty());
+    }
 }

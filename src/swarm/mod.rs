@@ -6,6 +6,7 @@
 
 mod deploy;
 mod docker;
+pub mod fake;
 mod gate;
 
 use std::collections::HashMap;
