@@ -275,6 +275,15 @@ pub async fn deploy<S: Swarm>(
             && let Some(image) = &service.image
             && same_image(image, &pinned)
         {
+            if matches!(
+                service.update,
+                Some(UpdateState::Updating | UpdateState::Paused)
+            ) {
+                // An update to this image is under way (a resumed run, or a second request):
+                // follow it instead of calling it done.
+                return converge_update(&mut calls, service, image, started, conflicts, options)
+                    .await;
+            }
             return Ok(Outcome {
                 service_id: service.id.clone(),
                 service_name: name.to_string(),
@@ -774,6 +783,16 @@ mod tests {
         let again = run(&swarm, &cfg, &v2).await.expect("again");
         assert_eq!(again.state, OutcomeState::Unchanged);
         assert_eq!(again.api_calls, 1);
+
+        // A deploy that finds its own image still updating (a resumed run) waits for it.
+        let v3 = image("v3", &["linux/amd64"]);
+        let before = swarm.service("web").expect("service");
+        swarm
+            .update_image(&before, &v3.pinned(), None)
+            .await
+            .expect("update by hand");
+        let resumed = run(&swarm, &cfg, &v3).await.expect("resume");
+        assert_eq!(resumed.state, OutcomeState::Updated, "{resumed:?}");
     }
 
     #[tokio::test]
