@@ -4,6 +4,8 @@
 //! Every function that is part of a larger unit of work takes a connection so
 //! the caller decides the transaction boundary.
 
+pub mod runs;
+
 use std::str::FromStr;
 use std::time::Duration;
 
