@@ -123,6 +123,8 @@ pub struct Outcome {
     pub version_after: u64,
     /// From the call to the settled state.
     pub converged_in: Duration,
+    /// From the call until Swarm accepted the create or update (the rest is convergence).
+    pub applied_in: Duration,
     /// Errors of tasks that ran the new image.
     pub task_errors: Vec<TaskError>,
     /// Swarm's `UpdateStatus.Message` at the end, if any.
@@ -293,6 +295,7 @@ pub async fn deploy<S: Swarm>(
                 version_before: Some(service.version),
                 version_after: service.version,
                 converged_in: started.elapsed(),
+                applied_in: started.elapsed(),
                 task_errors: Vec::new(),
                 update_message: None,
                 api_calls: calls.count,
@@ -332,6 +335,7 @@ pub async fn deploy<S: Swarm>(
                     match swarm.create(&spec, target.auth).await {
                         Ok(id) => {
                             tracing::info!(service_id = %id, "service created");
+                            let applied_in = started.elapsed();
                             return converge_create(
                                 &mut calls,
                                 &id,
@@ -342,7 +346,10 @@ pub async fn deploy<S: Swarm>(
                                 conflicts,
                                 options,
                             )
-                            .await;
+                            .await.map(|mut o| {
+                                o.applied_in = applied_in;
+                                o
+                            });
                         }
                         // Someone created it between our inspect and create: take the update path.
                         Err(SwarmError::Rejected { status: 409, .. }) => Err(()),
@@ -552,6 +559,8 @@ async fn finish_create<S: Swarm>(
         version_before: None,
         version_after: service.version,
         converged_in,
+        // Set by the caller, which knows when Swarm accepted the create.
+        applied_in: Duration::ZERO,
         task_errors: task_errors(tasks, image),
         update_message: service.update_message,
         api_calls: calls.count,
@@ -568,6 +577,7 @@ async fn converge_update<S: Swarm>(
     options: &DeployOptions,
 ) -> Result<Outcome, DeployError> {
     let written = Instant::now();
+    let applied_in = started.elapsed();
     let deadline = written + options.converge_timeout;
     // Swarm reports completed (or rolled back) only after the monitor window of the
     // update (or rollback) config: polling before then would only load the engine.
@@ -584,6 +594,7 @@ async fn converge_update<S: Swarm>(
                 version_before: Some(before.version),
                 version_after: now.version,
                 converged_in,
+                applied_in,
                 task_errors: task_errors(tasks, image),
                 update_message: now.update_message.clone(),
                 api_calls: calls.count,
