@@ -4,11 +4,14 @@
 //! `store`; the `worker` claims them, `events` parses them, and the dispatcher
 //! decides what they mean. `registry` and `swarm` do the deploy itself.
 
+pub mod command;
 pub mod config;
 pub mod events;
 pub mod http;
 pub mod metrics;
+pub mod policy;
 pub mod registry;
+pub mod report;
 pub mod server;
 pub mod store;
 pub mod swarm;
