@@ -91,7 +91,7 @@ impl std::error::Error for ParseError {}
 /// `None`: the note holds no command (it is not for hoist). `Some(Err)`: it
 /// does, but hoist cannot act on it, and the author gets a reply saying why.
 pub fn parse(note: &str, known_envs: &[&str]) -> Option<Result<Command, ParseError>> {
-    let args = markdown::command_lines(note).find_map(|line| command_args(line))?;
+    let args = markdown::command_lines(note).find_map(command_args)?;
     Some(parse_args(&args, known_envs))
 }
 
@@ -108,7 +108,7 @@ fn parse_args(args: &[&str], known_envs: &[&str]) -> Result<Command, ParseError>
     };
     match args {
         [] => Ok(Command::Deploy { env: None }),
-        ["help", extra @ ..] if extra.is_empty() => Ok(Command::Help),
+        ["help"] => Ok(Command::Help),
         ["help", extra @ ..] => Err(too_many("/deploy help", extra)),
         ["doctor"] => Ok(Command::Doctor),
         ["doctor", extra @ ..] => Err(too_many("/deploy doctor", extra)),

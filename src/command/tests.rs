@@ -5,20 +5,22 @@ use crate::events::{NoteAction, NoteAttributes, NoteMergeRequest, User, UserId};
 
 const ENVS: &[&str] = &["staging", "production", "qa"];
 
-fn deploy(env: Option<&str>) -> Option<Result<Command, ParseError>> {
+type Parsed = Option<Result<Command, ParseError>>;
+
+fn deploy(env: Option<&str>) -> Parsed {
     Some(Ok(Command::Deploy {
         env: env.map(String::from),
     }))
 }
 
-fn unknown(given: &str, suggestion: Option<&str>) -> Option<Result<Command, ParseError>> {
+fn unknown(given: &str, suggestion: Option<&str>) -> Parsed {
     Some(Err(ParseError::UnknownEnv {
         given: given.to_string(),
         suggestion: suggestion.map(String::from),
     }))
 }
 
-fn extra(usage: &'static str, words: &[&str]) -> Option<Result<Command, ParseError>> {
+fn extra(usage: &'static str, words: &[&str]) -> Parsed {
     Some(Err(ParseError::UnexpectedArgs {
         usage,
         extra: words.iter().map(|s| s.to_string()).collect(),
@@ -27,7 +29,7 @@ fn extra(usage: &'static str, words: &[&str]) -> Option<Result<Command, ParseErr
 
 #[test]
 fn parse_table() {
-    let rows: Vec<(&str, &str, Option<Result<Command, ParseError>>)> = vec![
+    let rows: Vec<(&str, &str, Parsed)> = vec![
         ("bare", "/deploy", deploy(None)),
         ("with env", "/deploy staging", deploy(Some("staging"))),
         (

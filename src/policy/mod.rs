@@ -5,6 +5,7 @@
 //! come in as values. Every refusal carries a reason a person can act on and a
 //! short machine code for history, metrics and tests.
 
+mod env;
 mod manual;
 mod pipeline;
 mod tag;
@@ -16,6 +17,7 @@ use std::fmt;
 
 use crate::config::Role;
 
+pub use env::{policy_description, resolve_env};
 pub use manual::{ManualInput, PipelineView, Requester, evaluate_manual};
 pub use pipeline::{JobView, Readiness, pipeline_ready};
 pub use tag::{LiveVersion, TagInput, evaluate_tag};
@@ -58,6 +60,8 @@ pub enum RefusalCode {
     Fork,
     /// The environment's policy does not allow this kind of trigger.
     Policy,
+    /// No environment by that name, or none named where several could be meant.
+    UnknownEnv,
     /// The commit has no pipeline, or its pipeline lacks the jobs.
     NoPipeline,
     /// A job the run must play can no longer be played (failed, canceled, skipped).
@@ -76,6 +80,7 @@ impl RefusalCode {
             Self::Role => "role",
             Self::Fork => "fork",
             Self::Policy => "policy",
+            Self::UnknownEnv => "unknown_env",
             Self::NoPipeline => "no_pipeline",
             Self::PipelineFailed => "pipeline_failed",
         }

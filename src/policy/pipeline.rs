@@ -138,3 +138,14 @@ fn past(status: &Status) -> &'static str {
         _ => "was skipped",
     }
 }
+
+impl From<&crate::events::Build> for JobView {
+    fn from(b: &crate::events::Build) -> Self {
+        Self {
+            name: b.name.clone(),
+            stage: b.stage.clone(),
+            status: b.status.clone(),
+            allow_failure: b.allow_failure,
+        }
+    }
+}

@@ -841,3 +841,87 @@ fn refusal_codes_are_distinct() {
     let names: std::collections::HashSet<&str> = all.iter().map(|c| c.as_str()).collect();
     assert_eq!(names.len(), all.len());
 }
+
+fn project(envs: Vec<EnvironmentConfig>) -> crate::config::ProjectConfig {
+    crate::config::ProjectConfig {
+        path: "samsonpe/table".to_string(),
+        webhook_token: None,
+        signing_token: None,
+        manifest_job: "manifest".to_string(),
+        deploy_job: "deploy".to_string(),
+        environments: envs,
+    }
+}
+
+fn named(mut e: EnvironmentConfig, name: &str) -> EnvironmentConfig {
+    e.name = name.to_string();
+    e
+}
+
+/// (row name, project, env named in the request, resolved env or refusal code)
+type EnvRow<'a> = (
+    &'a str,
+    &'a crate::config::ProjectConfig,
+    Option<&'a str>,
+    Result<&'a str, &'a str>,
+);
+
+#[test]
+fn resolve_env_table() {
+    let one = project(vec![env(Policy::Tag), env(Policy::Manual)]);
+    let two = project(vec![env(Policy::Manual), named(env(Policy::Manual), "qa")]);
+    let tags_only = project(vec![env(Policy::Tag)]);
+    let rows: Vec<EnvRow> = vec![
+        ("default: the only manual env", &one, None, Ok("staging")),
+        ("named", &one, Some("production"), Ok("production")),
+        ("named unknown", &one, Some("prod"), Err("unknown_env")),
+        (
+            "several manual envs need a name",
+            &two,
+            None,
+            Err("unknown_env"),
+        ),
+        ("several manual envs, named", &two, Some("qa"), Ok("qa")),
+        ("no manual env", &tags_only, None, Err("policy")),
+    ];
+    for (name, project, given, expected) in rows {
+        let got = resolve_env(project, given)
+            .map(|e| e.name.as_str())
+            .map_err(|r| r.code.as_str());
+        assert_eq!(got, expected, "row {name:?}");
+    }
+    let Err(r) = resolve_env(&two, None) else {
+        panic!("expected a refusal");
+    };
+    assert_eq!(
+        r.reason,
+        "samsonpe/table has several manual environments (staging and qa); name one, as in /deploy staging"
+    );
+}
+
+#[test]
+fn policy_descriptions() {
+    assert_eq!(
+        policy_description(&env(Policy::Tag)),
+        "tag: protected release tags matching v* deploy automatically, never backwards"
+    );
+    assert_eq!(
+        policy_description(&env(Policy::Manual)),
+        "manual: /deploy staging by a developer or higher, hoist deploy, or playing the deploy job"
+    );
+}
+
+#[test]
+fn job_view_from_a_pipeline_hook_build() {
+    let build = crate::events::Build {
+        name: "manifest".into(),
+        stage: "release".into(),
+        status: Status::Manual,
+        allow_failure: false,
+        ..crate::events::Build::default()
+    };
+    assert_eq!(
+        JobView::from(&build),
+        job("manifest", "release", Status::Manual)
+    );
+}
