@@ -6,6 +6,7 @@
 
 pub mod config;
 pub mod events;
+pub mod gitlab;
 pub mod http;
 pub mod metrics;
 pub mod registry;
