@@ -298,7 +298,7 @@ impl GitLab for HttpClient {
             .await
             .map_err(map_error)?;
         let mut list: Vec<Pipeline> = raw.into_iter().map(Pipeline::from).collect();
-        list.sort_by(|a, b| b.id.cmp(&a.id));
+        list.sort_by_key(|p| std::cmp::Reverse(p.id));
         Ok(list)
     }
 

@@ -39,10 +39,13 @@ fn status(code: u16, body: &str) -> Answer {
     }
 }
 
+/// A request as the server saw it: URI, body, `PRIVATE-TOKEN`, arrival.
+type Seen = (String, String, Option<String>, Instant);
+
 #[derive(Default)]
 struct Script {
     answers: Mutex<VecDeque<Answer>>,
-    seen: Mutex<Vec<(String, String, Option<String>, Instant)>>,
+    seen: Mutex<Vec<Seen>>,
 }
 
 async fn answer(
