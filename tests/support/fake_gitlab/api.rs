@@ -142,10 +142,7 @@ pub async fn handle(
     if token.as_deref() != Some(inner.token.as_str()) {
         return message(401, "401 Unauthorized");
     }
-    let segs: Vec<String> = rest
-        .split('/')
-        .map(|s| percent_encoding_decode(s))
-        .collect();
+    let segs: Vec<String> = rest.split('/').map(percent_encoding_decode).collect();
     let segs: Vec<&str> = segs.iter().map(String::as_str).collect();
     let p = params(&uri, &headers, &body);
     route(&inner, &method, &segs, &p)

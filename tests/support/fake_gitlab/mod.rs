@@ -30,14 +30,16 @@ use hoist::events::{JobId, PipelineId};
 use serde_json::Value;
 use tokio::sync::mpsc;
 
-pub use hooks::Delivery;
 use world::{Announce, Behaviour, HookRec, MrRec, TagRec, World};
-pub use world::{
-    CommitStatus, DEVELOPER, GUEST, JobSpec, MAINTAINER, Note, OWNER, PipelineSpec, REPORTER, When,
-};
 
-/// The bot user the API token belongs to.
-pub use world::{BOT_ID, BOT_USERNAME};
+// Re-exports for tests; each test binary uses a different subset.
+#[allow(unused_imports)]
+pub use hooks::Delivery;
+#[allow(unused_imports)]
+pub use world::{
+    BOT_ID, BOT_USERNAME, CommitStatus, DEVELOPER, GUEST, JobSpec, MAINTAINER, Note, OWNER,
+    PipelineSpec, REPORTER, When,
+};
 
 /// What a running job knows about itself.
 #[derive(Debug, Clone)]
