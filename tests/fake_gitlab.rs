@@ -208,6 +208,9 @@ async fn push_tag_then_play_sends_hooks_in_order_with_gitlab_headers() {
         .expect("deploy played");
     wait_job(&world, tag.pipeline_id, "deploy", "success").await;
     assert_eq!(world.pipeline_status(tag.pipeline_id), "success");
+    // Playing both jobs cost exactly two API calls; hooks told the rest.
+    assert_eq!(world.calls("play"), 2);
+    assert_eq!(world.call_log().len(), 2, "{:?}", world.call_log());
     let p = gl
         .pipeline("acme/shop", tag.pipeline_id)
         .await
@@ -490,6 +493,12 @@ async fn client_end_to_end_against_the_world() {
         Ok(hoist::events::Event::Note(_)) => {}
         other => panic!("not a note event: {other:?}"),
     }
+    // An edit fires the Note Hook again, with action update.
+    world.edit_note(asked, "/deploy production").await;
+    let edit = rx.got().pop().expect("edit hook");
+    assert_eq!(edit.body["object_attributes"]["action"], "update");
+    assert_eq!(edit.body["object_attributes"]["note"], "/deploy production");
+    assert_eq!(edit.body["user"]["username"], "mallory");
 
     // Commit statuses, with GitLab's refusal of a same-state "transition".
     let long = "x".repeat(400);

@@ -199,7 +199,7 @@ fn job_body(w: &World, id: u64) -> Option<(u64, Value)> {
     ))
 }
 
-fn note_body(w: &World, note_id: u64) -> Option<(u64, Value)> {
+fn note_body(w: &World, note_id: u64, action: &str) -> Option<(u64, Value)> {
     let n = w.notes.iter().find(|n| n.id == note_id)?;
     let author_id = w
         .users
@@ -240,7 +240,7 @@ fn note_body(w: &World, note_id: u64) -> Option<(u64, Value)> {
             "project_id": n.project_id,
             "system": false,
             "type": null,
-            "action": "create",
+            "action": action,
             "created_at": hook_time(),
             "updated_at": hook_time(),
             "url": note_url,
@@ -291,7 +291,8 @@ pub fn render(w: &World, a: &Announce) -> Option<(&'static str, u64, Value)> {
     match a {
         Announce::Pipeline(id) => pipeline_body(w, *id).map(|(p, b)| ("Pipeline Hook", p, b)),
         Announce::Job(id) => job_body(w, *id).map(|(p, b)| ("Job Hook", p, b)),
-        Announce::Note(id) => note_body(w, *id).map(|(p, b)| ("Note Hook", p, b)),
+        Announce::Note(id) => note_body(w, *id, "create").map(|(p, b)| ("Note Hook", p, b)),
+        Announce::NoteEdited(id) => note_body(w, *id, "update").map(|(p, b)| ("Note Hook", p, b)),
         Announce::TagPush {
             project_id,
             tag,

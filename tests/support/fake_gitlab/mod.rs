@@ -662,6 +662,42 @@ impl FakeGitlab {
         id
     }
 
+    /// The author edits note `note_id` to `text`; sends the Note Hook with `action: update`.
+    pub async fn edit_note(&self, note_id: u64, text: &str) {
+        {
+            let mut w = self.world();
+            let Some(n) = w.notes.iter_mut().find(|n| n.id == note_id) else {
+                panic!("fake GitLab: no note {note_id}");
+            };
+            n.body = text.into();
+            announce(&self.inner, &mut w, Announce::NoteEdited(note_id));
+        }
+        self.flush().await;
+    }
+
+    /// `user` comments `text` on commit `sha` (Note Hook, `noteable_type: Commit`).
+    pub async fn comment_on_commit(&self, sha: &str, user: &str, text: &str) -> u64 {
+        let id = {
+            let mut w = self.world();
+            let Some(project_id) = w.commits.get(sha).map(|(p, _)| *p) else {
+                panic!("fake GitLab: no commit {sha}");
+            };
+            w.ensure_user(user);
+            let id = w.id();
+            w.notes.push(Note {
+                id,
+                project_id,
+                noteable: world::Noteable::Commit(sha.into()),
+                author: user.into(),
+                body: text.into(),
+            });
+            announce(&self.inner, &mut w, Announce::Note(id));
+            id
+        };
+        self.flush().await;
+        id
+    }
+
     /// A person plays a manual job in GitLab's UI (job hooks follow as for the API).
     pub async fn play_as(&self, job: JobId, user: &str) -> Result<(), String> {
         {

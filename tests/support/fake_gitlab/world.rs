@@ -265,6 +265,8 @@ pub enum Announce {
         user_id: u64,
     },
     Note(u64),
+    /// An edited note: the Note Hook again, with `action: update`.
+    NoteEdited(u64),
 }
 
 /// Everything the fake knows.
