@@ -208,6 +208,15 @@ async fn push_tag_then_play_sends_hooks_in_order_with_gitlab_headers() {
         .expect("deploy played");
     wait_job(&world, tag.pipeline_id, "deploy", "success").await;
     assert_eq!(world.pipeline_status(tag.pipeline_id), "success");
+    // Every hook the fake sent parses as the event it claims to be.
+    for g in rx.got() {
+        let parsed = hoist::events::parse(&g.event(), &g.raw);
+        assert!(
+            !matches!(parsed, Err(_) | Ok(hoist::events::Event::Other { .. })),
+            "{}: {parsed:?}",
+            g.event()
+        );
+    }
     // Playing both jobs cost exactly two API calls; hooks told the rest.
     assert_eq!(world.calls("play"), 2);
     assert_eq!(world.call_log().len(), 2, "{:?}", world.call_log());
