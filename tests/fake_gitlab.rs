@@ -350,6 +350,25 @@ async fn faults_are_injected_and_retried_by_the_client() {
     assert!(matches!(e, GitlabError::Transient(_)), "{e:?}");
     assert_eq!(world.calls("comments"), 3);
 
+    // The answer is lost after GitLab made the comment: Transient, and the comment exists once.
+    world.fault("comments", Fault::DelayAnswer(Duration::from_millis(800)));
+    let e = gl
+        .comment_on_commit(
+            "acme/shop",
+            &CommitSha::from(tag.sha.as_str()),
+            "Deployed v3.0.0",
+        )
+        .await
+        .expect_err("answer lost");
+    assert!(matches!(e, GitlabError::Transient(_)), "{e:?}");
+    assert_eq!(world.calls("comments"), 4);
+    let made = world.commit_comments(&tag.sha);
+    assert_eq!(
+        made.iter().filter(|c| *c == "Deployed v3.0.0").count(),
+        1,
+        "{made:?}"
+    );
+
     // The wrong token.
     let bad = HttpClient::with_policy(&world.url(), Secret::new("wrong"), RetryPolicy::default())
         .expect("client");

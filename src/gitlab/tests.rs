@@ -226,6 +226,14 @@ async fn bad_gateway_on_post_is_retried() {
     assert!(seen[1].1.contains("note=Deploying"), "{}", seen[1].1);
 }
 
+#[test]
+fn the_trait_is_object_safe() {
+    let c =
+        HttpClient::with_policy("http://127.0.0.1:9", Secret::new(TOKEN), fast()).expect("client");
+    let shared: Arc<dyn GitLab> = Arc::new(c);
+    drop(shared);
+}
+
 #[tokio::test]
 async fn connection_refused_is_transient() {
     let port = {

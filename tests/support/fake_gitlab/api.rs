@@ -111,7 +111,7 @@ pub async fn handle(
         w.calls.push(label.clone());
         w.take_fault(&label)
     };
-    match fault {
+    match fault.clone() {
         Some(Fault::RateLimited { retry_after }) => {
             let mut r = message(429, "Retry later");
             r.headers_mut()
@@ -126,7 +126,7 @@ pub async fn handle(
                 .into_response();
         }
         Some(Fault::Delay(d)) => tokio::time::sleep(d).await,
-        None => {}
+        Some(Fault::DelayAnswer(_)) | None => {}
     }
     let token = headers
         .get("private-token")
@@ -145,7 +145,11 @@ pub async fn handle(
     let segs: Vec<String> = rest.split('/').map(percent_encoding_decode).collect();
     let segs: Vec<&str> = segs.iter().map(String::as_str).collect();
     let p = params(&uri, &headers, &body);
-    route(&inner, &method, &segs, &p)
+    let resp = route(&inner, &method, &segs, &p);
+    if let Some(Fault::DelayAnswer(d)) = fault {
+        tokio::time::sleep(d).await;
+    }
+    resp
 }
 
 fn percent_encoding_decode(s: &str) -> String {

@@ -83,6 +83,9 @@ pub enum Fault {
     Status(u16),
     /// Waits, then processes the request normally.
     Delay(Duration),
+    /// Processes the request at once, then waits before answering: with a client timeout
+    /// shorter than this, the answer is lost although GitLab did the work (a comment exists).
+    DelayAnswer(Duration),
 }
 
 /// Authentication a registered hook sends.
