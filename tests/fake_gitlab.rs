@@ -450,7 +450,19 @@ async fn client_end_to_end_against_the_world() {
     );
 
     // An MR from a fork, a /deploy comment, the bot's reply and reaction.
-    world.fork("acme/shop", "mallory/shop");
+    let fork_id = world.fork("acme/shop", "mallory/shop");
+    let info = gl.project("mallory/shop").await.expect("fork");
+    assert_eq!(info.id.get(), fork_id);
+    assert_eq!(info.forked_from.map(|p| p.get()), Some(tag.project_id));
+    let shop = gl
+        .project(&tag.project_id.to_string())
+        .await
+        .expect("by id");
+    assert_eq!(shop.path_with_namespace, "acme/shop");
+    assert!(matches!(
+        gl.project("acme/nope").await,
+        Err(GitlabError::NotFound(_))
+    ));
     let mr = world
         .open_mr("acme/shop", "mallory/shop", "evil", "mallory")
         .await;

@@ -5,6 +5,7 @@
 
 use async_trait::async_trait;
 use gitlab::api::common::NameOrId;
+use gitlab::api::projects::Project as ProjectEndpoint;
 use gitlab::api::projects::hooks::Hooks;
 use gitlab::api::projects::jobs::{Job as JobEndpoint, PlayJob};
 use gitlab::api::projects::members::AllProjectMember;
@@ -27,7 +28,7 @@ use super::client::{ClientError, HttpClient};
 use super::endpoints::HookEndpoint;
 use super::{
     CommitState, GitLab, GitlabError, Hook, HookId, HookSpec, Job, MergeRequest, NoteId, Pipeline,
-    STATUS_DESCRIPTION_MAX, Tag, User, truncate,
+    ProjectInfo, STATUS_DESCRIPTION_MAX, Tag, User, truncate,
 };
 use crate::events::{CommitSha, JobId, PipelineId, ProjectId, Status, UserId};
 
@@ -82,6 +83,17 @@ struct RawUser {
     id: u64,
     #[serde(default)]
     username: String,
+}
+
+#[derive(Deserialize)]
+struct RawProject {
+    id: u64,
+    #[serde(default)]
+    path_with_namespace: String,
+    #[serde(default)]
+    web_url: String,
+    #[serde(default)]
+    forked_from_project: Option<IdOnly>,
 }
 
 #[derive(Deserialize)]
@@ -268,6 +280,20 @@ impl GitLab for HttpClient {
         Ok(User {
             id: UserId(u.id),
             username: u.username,
+        })
+    }
+
+    async fn project(&self, p: &str) -> Result<ProjectInfo, GitlabError> {
+        let e = ProjectEndpoint::builder()
+            .project(project(p))
+            .build()
+            .map_err(build_err)?;
+        let r: RawProject = self.get(e).await?;
+        Ok(ProjectInfo {
+            id: ProjectId(r.id),
+            path_with_namespace: r.path_with_namespace,
+            web_url: r.web_url,
+            forked_from: r.forked_from_project.map(|f| ProjectId(f.id)),
         })
     }
 

@@ -67,6 +67,16 @@ pub struct User {
     pub username: String,
 }
 
+/// A project as `GET /projects/:id` shows it (what `hoist check` verifies).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ProjectInfo {
+    pub id: ProjectId,
+    pub path_with_namespace: String,
+    pub web_url: String,
+    /// Set for a fork: the project it was forked from.
+    pub forked_from: Option<ProjectId>,
+}
+
 /// A pipeline as `GET /projects/:id/pipelines/:id` shows it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Pipeline {
@@ -224,6 +234,9 @@ impl HookSpec {
 pub trait GitLab: Send + Sync {
     /// The token's user: `GET /user`.
     async fn current_user(&self) -> Result<User, GitlabError>;
+
+    /// `GET /projects/:id`: whether the token sees the project, and its numeric id.
+    async fn project(&self, project: &str) -> Result<ProjectInfo, GitlabError>;
 
     /// `GET /projects/:id/pipelines/:pipeline_id`.
     async fn pipeline(&self, project: &str, id: PipelineId) -> Result<Pipeline, GitlabError>;

@@ -173,6 +173,26 @@ fn route(inner: &Arc<Inner>, method: &Method, segs: &[&str], p: &Params) -> Resp
     };
     let num = |s: &str| s.parse::<u64>().ok();
     match (method.clone(), rest) {
+        (Method::GET, []) => {
+            let w = inner.lock();
+            let Some(pr) = w.project_by_id(project_id) else {
+                return not_found("Project");
+            };
+            let (namespace, name) = pr.path.rsplit_once('/').unwrap_or(("", &pr.path));
+            answer(
+                200,
+                json!({
+                    "id": pr.id,
+                    "name": name,
+                    "path": name,
+                    "path_with_namespace": pr.path,
+                    "namespace": { "full_path": namespace },
+                    "web_url": w.project_url(pr.id),
+                    "default_branch": "main",
+                    "forked_from_project": pr.forked_from.map(|f| json!({ "id": f })),
+                }),
+            )
+        }
         (Method::GET, ["pipelines"]) => {
             let w = inner.lock();
             let mut list: Vec<&super::world::PipelineRec> = w
