@@ -1,8 +1,8 @@
 //! The fake GitLab's state: projects, members, tags, MRs, pipelines and their jobs, notes, hooks.
 //!
 //! Plain data and the rules that move it (stage progression, pipeline status); no I/O.
-//! Every change that GitLab would announce returns the events to send, so the caller can
-//! queue them while still holding the lock (deliveries then leave in causal order).
+//! Callers change it under one lock and queue the webhooks before releasing it, so
+//! deliveries leave in causal order.
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::time::Duration;
