@@ -7,6 +7,7 @@
 pub mod command;
 pub mod config;
 pub mod events;
+pub mod gitlab;
 pub mod http;
 pub mod metrics;
 pub mod policy;

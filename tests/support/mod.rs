@@ -4,6 +4,8 @@
 //! scans the captured logs and every response body for them.
 #![allow(dead_code)]
 
+pub mod fake_gitlab;
+
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
