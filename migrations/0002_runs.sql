@@ -5,6 +5,7 @@ CREATE TABLE runs (
     env           TEXT    NOT NULL,
     trigger       TEXT    NOT NULL,
     requested_by  TEXT,
+    requester_id  BIGINT,
     ref_name      TEXT    NOT NULL,
     sha           TEXT    NOT NULL,
     tag           TEXT,

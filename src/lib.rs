@@ -4,8 +4,10 @@
 //! `store`; the `worker` claims them, `events` parses them, and the dispatcher
 //! decides what they mean. `registry` and `swarm` do the deploy itself.
 
+pub mod cli;
 pub mod command;
 pub mod config;
+pub mod engine;
 pub mod events;
 pub mod gitlab;
 pub mod http;

@@ -42,6 +42,43 @@ enum Command {
         #[arg(long)]
         offline: bool,
     },
+    /// Ask the running server to deploy (the same path as `/deploy`).
+    Deploy {
+        #[arg(long)]
+        config: Option<PathBuf>,
+        /// Project path as configured.
+        #[arg(long)]
+        project: String,
+        /// Environment name.
+        #[arg(long)]
+        env: String,
+        /// Deploy the commit of this tag.
+        #[arg(long, group = "what")]
+        tag: Option<String>,
+        /// Deploy the head of this merge request (IID).
+        #[arg(long, group = "what")]
+        mr: Option<u64>,
+        /// Deploy the commit of this pipeline.
+        #[arg(long, group = "what")]
+        pipeline: Option<u64>,
+        /// Follow the run; exit 0 if it succeeded, 1 if not.
+        #[arg(long)]
+        wait: bool,
+    },
+    /// Past and running deploy runs, newest first.
+    History {
+        #[arg(long)]
+        config: Option<PathBuf>,
+        #[arg(long)]
+        project: Option<String>,
+        #[arg(long)]
+        env: Option<String>,
+        #[arg(long, default_value_t = 20)]
+        limit: i64,
+        /// One JSON array instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 fn main() -> ExitCode {
@@ -50,6 +87,32 @@ fn main() -> ExitCode {
     match cli.command {
         Command::Serve { config } => serve(config),
         Command::Check { config, offline } => check(config, offline),
+        Command::Deploy {
+            config,
+            project,
+            env,
+            tag,
+            mr,
+            pipeline,
+            wait,
+        } => {
+            let request = hoist::engine::DeployRequest {
+                project,
+                env,
+                tag,
+                mr,
+                pipeline,
+                requested_by: None,
+            };
+            with_runtime(|| hoist::cli::deploy(config, request, wait))
+        }
+        Command::History {
+            config,
+            project,
+            env,
+            limit,
+            json,
+        } => with_runtime(|| hoist::cli::history(config, project, env, limit, json)),
     }
 }
 
@@ -62,6 +125,31 @@ fn init_tracing(format: LogFormat) {
     match format {
         LogFormat::Text => builder.init(),
         LogFormat::Json => builder.json().init(),
+    }
+}
+
+/// Runs an async command; its `Err` is printed and becomes the exit code it carries.
+fn with_runtime<F, Fut>(f: F) -> ExitCode
+where
+    F: FnOnce() -> Fut,
+    Fut: Future<Output = Result<(), hoist::cli::CliError>>,
+{
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("cannot start the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(f()) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("{e}");
+            ExitCode::from(e.exit_code())
+        }
     }
 }
 

@@ -93,3 +93,14 @@ pub fn queue_changed(delta: i64) {
     let depth = QUEUE_DEPTH.fetch_add(delta, Ordering::Relaxed) + delta;
     metrics::gauge!("hoist_queue_depth").set(depth.max(0) as f64);
 }
+
+/// A run reached a final state.
+pub fn run_finished(project: &str, env: &str, outcome: &str) {
+    metrics::counter!("hoist_runs_total", "project" => project.to_string(), "env" => env.to_string(), "outcome" => outcome.to_string())
+        .increment(1);
+}
+
+/// A run step took `took`.
+pub fn run_step(step: &'static str, took: Duration) {
+    metrics::histogram!("hoist_run_step_seconds", "step" => step).record(took.as_secs_f64());
+}

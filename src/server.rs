@@ -11,6 +11,7 @@ use tokio::net::TcpListener;
 use tokio::sync::{Notify, watch};
 
 use crate::config::Config;
+use crate::engine::{Engine, EngineOptions};
 use crate::http::{self, AppState};
 use crate::store::Store;
 use crate::webhook::Receiver;
@@ -39,6 +40,16 @@ pub async fn run(
     listener: TcpListener,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
+    run_with(config, listener, EngineOptions::default(), shutdown).await
+}
+
+/// [`run`] with explicit engine timings (tests shorten them).
+pub async fn run_with(
+    config: Config,
+    listener: TcpListener,
+    options: EngineOptions,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> anyhow::Result<()> {
     let config = Arc::new(config);
     crate::metrics::install();
     let store = Store::open(config.store.url.expose())
@@ -46,15 +57,29 @@ pub async fn run(
         .context("cannot open the store")?;
     crate::metrics::set_queue_depth(store.queue_depth().await.unwrap_or(0));
 
+    // Neither client contacts anything yet: hoist starts while GitLab or Docker is down.
+    let gitlab = crate::gitlab::HttpClient::new(&config.gitlab)
+        .map_err(|e| anyhow::anyhow!("cannot set up the GitLab client: {e}"))?;
+    let registry = crate::registry::RegistryClient::new(&config.registries);
+    let swarm = crate::swarm::DockerSwarm::new(&config.docker);
+    let engine = Engine::new(
+        config.clone(),
+        store.clone(),
+        Arc::new(gitlab),
+        registry,
+        swarm,
+        options,
+    );
+
     let committed = Arc::new(Notify::new());
     let (writer, writer_task) = Writer::spawn(store.clone(), committed.clone());
     let (stop_worker, worker_stop) = watch::channel(false);
     let worker_task = tokio::spawn(crate::worker::run(
-        store.clone(),
-        config.clone(),
+        engine.clone(),
         committed.clone(),
-        worker_stop,
+        worker_stop.clone(),
     ));
+    let engine_tasks = engine.spawn(worker_stop);
 
     let docker = match docker_client(&config.docker.host) {
         Ok(d) => Some(d),
@@ -67,6 +92,7 @@ pub async fn run(
         config: config.clone(),
         store: store.clone(),
         docker,
+        engine: Some(engine.clone()),
     });
     let receiver = Arc::new(Receiver::new(config.clone(), writer));
     let app = http::router(state, receiver);
@@ -83,6 +109,10 @@ pub async fn run(
     writer_task.await.context("writer task failed")?;
     let _ = stop_worker.send(true);
     worker_task.await.context("worker task failed")?;
+    // Runs in flight stay `running` in the store and resume at the next start.
+    for task in engine_tasks {
+        task.await.context("engine task failed")?;
+    }
     store.close().await;
     tracing::info!("shut down cleanly");
     Ok(())

@@ -1,62 +1,27 @@
-//! The worker: claims stored deliveries in order of arrival and hands each to the dispatcher.
+//! The worker: claims stored deliveries in order of arrival and hands each to the engine.
 //!
-//! A delivery is marked done in the same transaction as the dispatcher's
-//! effects, so a crash leaves it either queued (and processed after restart)
-//! or done, never half-handled.
+//! A delivery is marked done in the same transaction as the engine's decisions
+//! (runs queued, replies recorded), so a crash leaves it either queued (and
+//! processed after restart) or done, never half-handled.
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::sync::{Notify, watch};
 
-use crate::config::Config;
-use crate::events::{self, Event};
-use crate::store::{self, DeliveryState, QueuedDelivery, Store};
+use crate::engine::{Engine, dispatch};
+use crate::store::{self, StoreError};
 
 /// How many deliveries one transaction handles.
 const BATCH: i64 = 64;
 
-/// What the dispatcher made of a delivery.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Disposition {
-    pub state: DeliveryState,
-    pub summary: String,
-}
-
-/// Decides what a delivery means. For now it records the meaning; the run engine hooks in here.
-pub fn dispatch(config: &Config, delivery: &QueuedDelivery) -> Disposition {
-    let project = config.projects.iter().find(|p| p.path == delivery.project);
-    let (manifest_job, deploy_job) = project.map_or(("manifest", "deploy"), |p| {
-        (p.manifest_job.as_str(), p.deploy_job.as_str())
-    });
-    match events::parse(&delivery.event, delivery.body.as_bytes()) {
-        Ok(event @ Event::Other { .. }) => Disposition {
-            state: DeliveryState::Ignored,
-            summary: events::describe(&event, manifest_job, deploy_job),
-        },
-        Ok(event) => Disposition {
-            state: DeliveryState::Processed,
-            summary: events::describe(&event, manifest_job, deploy_job),
-        },
-        Err(e) => Disposition {
-            state: DeliveryState::Ignored,
-            summary: format!("not understood: {e}"),
-        },
-    }
-}
-
 /// Runs until `shutdown` turns true; finishes the batch in hand first.
-pub async fn run(
-    store: Store,
-    config: Arc<Config>,
-    committed: Arc<Notify>,
-    mut shutdown: watch::Receiver<bool>,
-) {
+pub async fn run(engine: Arc<Engine>, committed: Arc<Notify>, mut shutdown: watch::Receiver<bool>) {
     loop {
         if *shutdown.borrow() {
             break;
         }
-        match process_batch(&store, &config).await {
+        match process_batch(&engine).await {
             Ok(0) => {
                 tokio::select! {
                     _ = committed.notified() => {}
@@ -77,43 +42,34 @@ pub async fn run(
 }
 
 /// Processes up to one batch; returns how many deliveries it finished.
-pub async fn process_batch(store: &Store, config: &Config) -> Result<usize, store::StoreError> {
-    let queued = store.queued(BATCH).await?;
+pub async fn process_batch(engine: &Engine) -> Result<usize, StoreError> {
+    let queued = engine.store.queued(BATCH).await?;
     if queued.is_empty() {
         return Ok(0);
     }
-    let decided: Vec<(i64, Disposition, String, String)> = queued
-        .iter()
-        .map(|d| {
-            (
-                d.id,
-                dispatch(config, d),
-                d.event.clone(),
-                d.project.clone(),
-            )
-        })
-        .collect();
-    let mut tx = store.begin().await?;
+    let mut plans = Vec::with_capacity(queued.len());
+    for d in &queued {
+        plans.push(engine.plan(d).await);
+    }
+    let mut tx = engine.store.begin().await?;
     let now = store::now_text();
     let mut done = 0usize;
-    for (id, disposition, _, _) in &decided {
-        if store::finish_delivery(
-            &mut tx,
-            *id,
-            disposition.state,
-            &disposition.summary,
-            None,
-            &now,
-        )
-        .await?
-        {
+    let mut new_runs = false;
+    for (d, plan) in queued.iter().zip(&plans) {
+        let run_id = dispatch::apply(&mut tx, plan, &d.project).await?;
+        new_runs |= run_id.is_some();
+        if store::finish_delivery(&mut tx, d.id, plan.state, &plan.summary, run_id, &now).await? {
             done += 1;
         }
     }
     tx.commit().await?;
     crate::metrics::queue_changed(-(done as i64));
-    for (id, disposition, event, project) in &decided {
-        tracing::info!(delivery = id, event = %event, project = %project, state = disposition.state.as_str(), "{}", disposition.summary);
+    if new_runs {
+        engine.runs_changed.notify_one();
+    }
+    engine.outbox_changed.notify_one();
+    for (d, plan) in queued.iter().zip(&plans) {
+        tracing::info!(delivery = d.id, event = %d.event, project = %d.project, state = plan.state.as_str(), "{}", plan.summary);
     }
     Ok(done)
 }

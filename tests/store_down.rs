@@ -29,6 +29,7 @@ async fn store_unavailable_answers_503() {
         config: config.clone(),
         store: store.clone(),
         docker: None,
+        engine: None,
     });
     let app = hoist::http::router(state, Arc::new(Receiver::new(config, writer)));
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0")

@@ -20,6 +20,8 @@ pub struct AppState {
     pub config: Arc<Config>,
     pub store: Store,
     pub docker: Option<bollard::Docker>,
+    /// The run engine (absent in intake-only tests).
+    pub engine: Option<Arc<crate::engine::Engine>>,
 }
 
 /// Builds the router: `/hooks/gitlab` is authenticated per project, `/`, `/api/*` and `/metrics` by `api_token`.
@@ -28,6 +30,9 @@ pub fn router(state: Arc<AppState>, receiver: Arc<Receiver>) -> Router {
         .route("/", get(dashboard))
         .route("/metrics", get(metrics))
         .route("/api/v1/deliveries", get(deliveries))
+        .route("/api/v1/runs", get(runs))
+        .route("/api/v1/runs/{id}", get(run))
+        .route("/api/v1/deploys", post(deploys))
         .layer(middleware::from_fn_with_state(
             state.clone(),
             require_api_token,
@@ -134,6 +139,82 @@ async fn deliveries(
         Err(e) => {
             tracing::error!(error = %e, "cannot list deliveries");
             (StatusCode::SERVICE_UNAVAILABLE, "store unavailable\n").into_response()
+        }
+    }
+}
+
+#[derive(Deserialize)]
+struct RunsQuery {
+    project: Option<String>,
+    env: Option<String>,
+    state: Option<String>,
+    limit: Option<i64>,
+}
+
+async fn runs(State(state): State<Arc<AppState>>, Query(q): Query<RunsQuery>) -> Response {
+    let nonempty = |v: &Option<String>| v.clone().filter(|s| !s.is_empty());
+    let (project, env, run_state) = (nonempty(&q.project), nonempty(&q.env), nonempty(&q.state));
+    match state
+        .store
+        .runs(
+            project.as_deref(),
+            env.as_deref(),
+            run_state.as_deref(),
+            clamp_limit(q.limit),
+        )
+        .await
+    {
+        Ok(rows) => axum::Json(rows).into_response(),
+        Err(e) => {
+            tracing::error!(error = %e, "cannot list runs");
+            (StatusCode::SERVICE_UNAVAILABLE, "store unavailable\n").into_response()
+        }
+    }
+}
+
+async fn run(
+    State(state): State<Arc<AppState>>,
+    axum::extract::Path(id): axum::extract::Path<i64>,
+) -> Response {
+    match state.store.run(id).await {
+        Ok(Some(row)) => axum::Json(row).into_response(),
+        Ok(None) => (StatusCode::NOT_FOUND, "no such run\n").into_response(),
+        Err(e) => {
+            tracing::error!(error = %e, "cannot read run");
+            (StatusCode::SERVICE_UNAVAILABLE, "store unavailable\n").into_response()
+        }
+    }
+}
+
+async fn deploys(State(state): State<Arc<AppState>>, body: axum::body::Bytes) -> Response {
+    let Some(engine) = &state.engine else {
+        return (
+            StatusCode::SERVICE_UNAVAILABLE,
+            "the run engine is not running\n",
+        )
+            .into_response();
+    };
+    let request: crate::engine::DeployRequest = match serde_json::from_slice(&body) {
+        Ok(r) => r,
+        Err(e) => {
+            return (
+                StatusCode::BAD_REQUEST,
+                format!("bad deploy request: {e}\n"),
+            )
+                .into_response();
+        }
+    };
+    match engine.request_deploy(&request).await {
+        Ok(run_id) => (
+            StatusCode::ACCEPTED,
+            axum::Json(serde_json::json!({ "run_id": run_id })),
+        )
+            .into_response(),
+        Err(crate::engine::RequestError::BadRequest(m)) => {
+            (StatusCode::BAD_REQUEST, format!("{m}\n")).into_response()
+        }
+        Err(crate::engine::RequestError::Unavailable(m)) => {
+            (StatusCode::SERVICE_UNAVAILABLE, format!("{m}\n")).into_response()
         }
     }
 }

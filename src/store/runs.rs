@@ -34,6 +34,8 @@ pub struct NewRun {
     /// `tag`, `mr_comment`, `job_play` or `cli`.
     pub trigger: String,
     pub requested_by: Option<String>,
+    /// GitLab user id of the requester (for the role check).
+    pub requester_id: Option<i64>,
     pub ref_name: String,
     pub sha: String,
     pub tag: Option<String>,
@@ -62,6 +64,8 @@ pub struct RunRow {
     pub env: String,
     pub trigger: String,
     pub requested_by: Option<String>,
+    #[serde(skip)]
+    pub requester_id: Option<i64>,
     #[serde(rename = "ref")]
     pub ref_name: String,
     pub sha: String,
@@ -80,7 +84,7 @@ pub struct RunRow {
     pub finished_at: Option<String>,
 }
 
-const RUN_COLUMNS: &str = "id, project, env, trigger, requested_by, ref_name, sha, tag, pipeline_id, mr_iid, note_id, state, image, digest, error, owner, created_at, started_at, finished_at";
+const RUN_COLUMNS: &str = "id, project, env, trigger, requested_by, requester_id, ref_name, sha, tag, pipeline_id, mr_iid, note_id, state, image, digest, error, owner, created_at, started_at, finished_at";
 
 fn run_from(r: &SqliteRow) -> Result<RunRow, sqlx::Error> {
     Ok(RunRow {
@@ -89,6 +93,7 @@ fn run_from(r: &SqliteRow) -> Result<RunRow, sqlx::Error> {
         env: r.try_get("env")?,
         trigger: r.try_get("trigger")?,
         requested_by: r.try_get("requested_by")?,
+        requester_id: r.try_get("requester_id")?,
         ref_name: r.try_get("ref_name")?,
         sha: r.try_get("sha")?,
         tag: r.try_get("tag")?,
@@ -115,8 +120,8 @@ pub async fn insert_run(
     let now = now_text();
     let finished = (run.state == REFUSED).then(|| now.clone());
     let id: Option<i64> = sqlx::query_scalar(
-        "INSERT INTO runs (project, env, trigger, requested_by, ref_name, sha, tag, pipeline_id, mr_iid, note_id, state, error, created_at, finished_at)
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)
+        "INSERT INTO runs (project, env, trigger, requested_by, ref_name, sha, tag, pipeline_id, mr_iid, note_id, state, error, created_at, finished_at, requester_id)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15)
          ON CONFLICT DO NOTHING RETURNING id",
     )
     .bind(&run.project)
@@ -133,6 +138,7 @@ pub async fn insert_run(
     .bind(&run.error)
     .bind(&now)
     .bind(&finished)
+    .bind(run.requester_id)
     .fetch_optional(&mut *conn)
     .await?;
     let Some(id) = id else { return Ok(None) };
@@ -466,4 +472,44 @@ impl Store {
         .await?;
         Ok(())
     }
+}
+
+/// Writes a step's whole record at once (when its times are known only afterwards).
+pub async fn record_step(
+    conn: &mut SqliteConnection,
+    run_id: i64,
+    step: &str,
+    state: &str,
+    started_at: &str,
+    finished_at: &str,
+    detail: &str,
+) -> Result<(), StoreError> {
+    sqlx::query("UPDATE run_steps SET state = $1, started_at = $2, finished_at = $3, detail = $4 WHERE run_id = $5 AND name = $6")
+        .bind(state)
+        .bind(started_at)
+        .bind(finished_at)
+        .bind(detail)
+        .bind(run_id)
+        .bind(step)
+        .execute(&mut *conn)
+        .await?;
+    Ok(())
+}
+
+/// Whether any outbox item of `kind` exists for the run (so a resumed run does not say things twice).
+pub async fn has_outbox(
+    conn: &mut SqliteConnection,
+    run_id: i64,
+    kind: &str,
+    body_prefix: &str,
+) -> Result<bool, StoreError> {
+    let n: i64 = sqlx::query_scalar(
+        "SELECT COUNT(*) FROM outbox WHERE run_id = $1 AND kind = $2 AND body LIKE $3",
+    )
+    .bind(run_id)
+    .bind(kind)
+    .bind(format!("{body_prefix}%"))
+    .fetch_one(&mut *conn)
+    .await?;
+    Ok(n > 0)
 }

@@ -346,7 +346,8 @@ pub async fn deploy<S: Swarm>(
                                 conflicts,
                                 options,
                             )
-                            .await.map(|mut o| {
+                            .await
+                            .map(|mut o| {
                                 o.applied_in = applied_in;
                                 o
                             });

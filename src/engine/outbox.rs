@@ -1,0 +1,140 @@
+//! Sends the outbox: comments, statuses, replies and reactions, in the order they were decided.
+//!
+//! An item is marked sent after GitLab accepted it. A transient failure keeps it
+//! (and everything after it, to keep the order) for the next attempt; a
+//! permanent one is marked failed with GitLab's reason.
+
+use std::sync::Arc;
+
+use tokio::sync::watch;
+
+use super::Engine;
+use crate::events::CommitSha;
+use crate::gitlab::{CommitState, GitlabError, NoteId};
+use crate::store::runs::OutboxItem;
+
+/// Attempts before a transiently failing write is given up.
+const MAX_ATTEMPTS: i64 = 20;
+
+pub async fn sender(engine: Arc<Engine>, mut shutdown: watch::Receiver<bool>) {
+    loop {
+        if *shutdown.borrow() {
+            break;
+        }
+        let stalled = match send_pending(&engine).await {
+            Ok(stalled) => stalled,
+            Err(e) => {
+                tracing::error!(error = %e, "cannot read the outbox");
+                true
+            }
+        };
+        let pause = if stalled {
+            engine.options.outbox_retry
+        } else {
+            std::time::Duration::from_secs(5)
+        };
+        tokio::select! {
+            _ = engine.outbox_changed.notified() => {}
+            _ = tokio::time::sleep(pause) => {}
+            _ = shutdown.changed() => {}
+        }
+    }
+}
+
+/// Sends what is pending; true when a transient failure stopped it.
+pub async fn send_pending(engine: &Engine) -> Result<bool, crate::store::StoreError> {
+    loop {
+        let items = engine.store.pending_outbox(50).await?;
+        if items.is_empty() {
+            return Ok(false);
+        }
+        for item in items {
+            match send(engine, &item).await {
+                Ok(()) => engine.store.outbox_result(item.id, "sent", None).await?,
+                Err(e) if e.is_transient() && item.attempts + 1 < MAX_ATTEMPTS => {
+                    tracing::warn!(outbox = item.id, kind = %item.kind, error = %e, "GitLab write failed; will retry");
+                    engine
+                        .store
+                        .outbox_result(item.id, "pending", Some(&e.to_string()))
+                        .await?;
+                    return Ok(true);
+                }
+                Err(e) => {
+                    tracing::error!(outbox = item.id, kind = %item.kind, project = %item.project, error = %e, "GitLab write failed for good");
+                    engine
+                        .store
+                        .outbox_result(item.id, "failed", Some(&e.to_string()))
+                        .await?;
+                }
+            }
+        }
+    }
+}
+
+async fn send(engine: &Engine, item: &OutboxItem) -> Result<(), GitlabError> {
+    let gitlab = &engine.gitlab;
+    let project = item.project.as_str();
+    match item.kind.as_str() {
+        "commit_comment" => {
+            gitlab
+                .comment_on_commit(project, &CommitSha::from(item.target.clone()), &item.body)
+                .await
+        }
+        "commit_status" => {
+            let status: StatusBody = serde_json::from_str(&item.body)
+                .map_err(|e| GitlabError::Protocol(format!("bad status row: {e}")))?;
+            let state = match status.state.as_str() {
+                "pending" => CommitState::Pending,
+                "running" => CommitState::Running,
+                "success" => CommitState::Success,
+                "canceled" => CommitState::Canceled,
+                _ => CommitState::Failed,
+            };
+            gitlab
+                .set_commit_status(
+                    project,
+                    &CommitSha::from(item.target.clone()),
+                    state,
+                    &status.name,
+                    status.target_url.as_deref(),
+                    &status.description,
+                )
+                .await
+        }
+        "mr_note" => {
+            let iid: u64 = item
+                .target
+                .parse()
+                .map_err(|_| GitlabError::Protocol("bad MR iid".into()))?;
+            gitlab
+                .reply_on_mr(project, iid, &item.body)
+                .await
+                .map(|_| ())
+        }
+        "react" => {
+            let (iid, note) = item
+                .target
+                .split_once('/')
+                .ok_or_else(|| GitlabError::Protocol("bad reaction target".into()))?;
+            let iid: u64 = iid
+                .parse()
+                .map_err(|_| GitlabError::Protocol("bad MR iid".into()))?;
+            let note: u64 = note
+                .parse()
+                .map_err(|_| GitlabError::Protocol("bad note id".into()))?;
+            gitlab.react(project, iid, NoteId(note), &item.body).await
+        }
+        other => Err(GitlabError::Protocol(format!(
+            "unknown outbox kind {other}"
+        ))),
+    }
+}
+
+/// A commit status as stored in the outbox.
+#[derive(Debug, serde::Serialize, serde::Deserialize)]
+pub struct StatusBody {
+    pub state: String,
+    pub name: String,
+    pub description: String,
+    pub target_url: Option<String>,
+}

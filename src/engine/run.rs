@@ -1,0 +1,923 @@
+//! Executing runs: checks, then `manifest` → `verify` → `deploy-job` → `swarm` → `converge` → `report`.
+//!
+//! Every step is resumable: a job that already succeeded is not played again, a
+//! job already running is waited for, a service already at the digest is left
+//! alone. So a run found `running` at start simply runs again from its first
+//! unfinished step.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use tokio::sync::watch;
+
+use super::Engine;
+use super::outbox::StatusBody;
+use crate::config::{EnvironmentConfig, ProjectConfig, TagValues, render_tag};
+use crate::events::{CommitSha, PipelineId, Status, UserId};
+use crate::gitlab::{GitlabError, Job};
+use crate::policy::{self, Decision, JobView};
+use crate::registry::{ImageRegistry, ResolvedImage, missing_platforms};
+use crate::report::{self, RunReport, RunState, ServiceReport, ServiceState};
+use crate::store::runs::{self, RunRow};
+use crate::store::{StoreError, now_text};
+use crate::swarm::{self, OutcomeState, Target};
+
+/// Why a run stopped early.
+#[derive(Debug)]
+pub enum Stop {
+    /// The request is not allowed: the run becomes `refused`.
+    Refused(String),
+    /// A step failed: the run becomes `failed` (or `rolled_back`).
+    Failed {
+        step: &'static str,
+        reason: String,
+        rolled_back: bool,
+        task_errors: Vec<String>,
+    },
+    /// The store failed: the run stays as it is and is resumed later.
+    Store(StoreError),
+}
+
+impl From<StoreError> for Stop {
+    fn from(e: StoreError) -> Stop {
+        Stop::Store(e)
+    }
+}
+
+fn fail(step: &'static str, reason: impl Into<String>) -> Stop {
+    Stop::Failed {
+        step,
+        reason: reason.into(),
+        rolled_back: false,
+        task_errors: Vec::new(),
+    }
+}
+
+/// Picks up runnable and interrupted runs and executes each in its own task.
+pub async fn executor(engine: Arc<Engine>, mut shutdown: watch::Receiver<bool>) {
+    // Runs left running by a previous process resume first.
+    match engine.store.running_runs().await {
+        Ok(runs) => {
+            for run in runs {
+                tracing::info!(run_id = run.id, project = %run.project, env = %run.env, "resuming run");
+                start(&engine, run);
+            }
+        }
+        Err(e) => tracing::error!(error = %e, "cannot read interrupted runs"),
+    }
+    loop {
+        if *shutdown.borrow() {
+            break;
+        }
+        match engine.store.runnable().await {
+            Ok(runs) => {
+                for run in runs {
+                    start(&engine, run);
+                }
+            }
+            Err(e) => tracing::error!(error = %e, "cannot read queued runs"),
+        }
+        tokio::select! {
+            _ = engine.runs_changed.notified() => {}
+            _ = tokio::time::sleep(Duration::from_secs(2)) => {}
+            _ = shutdown.changed() => {}
+        }
+    }
+}
+
+fn start(engine: &Arc<Engine>, run: RunRow) {
+    if !engine.claim(run.id) {
+        return;
+    }
+    let engine = engine.clone();
+    tokio::spawn(async move {
+        let id = run.id;
+        let span = tracing::info_span!("run", run_id = id, project = %run.project, env = %run.env);
+        let _ = tracing::Instrument::instrument(execute(&engine, run), span).await;
+        engine.release(id);
+        // The next queued run of this environment may start now.
+        engine.runs_changed.notify_one();
+    });
+}
+
+/// Runs one run to its end (or until the store fails).
+pub async fn execute(engine: &Engine, run: RunRow) -> Result<(), StoreError> {
+    let Some(project) = engine
+        .config
+        .projects
+        .iter()
+        .find(|p| p.path == run.project)
+    else {
+        return finish(
+            engine,
+            &run,
+            runs::FAILED,
+            Some("the project is no longer configured"),
+            None,
+        )
+        .await;
+    };
+    let Some(env) = project.environments.iter().find(|e| e.name == run.env) else {
+        return finish(
+            engine,
+            &run,
+            runs::FAILED,
+            Some("the environment is no longer configured"),
+            None,
+        )
+        .await;
+    };
+    let started = Instant::now();
+    let mut ctx = RunCtx {
+        engine,
+        project,
+        env,
+        run: run.clone(),
+        report: base_report(engine, &run),
+        images: Vec::new(),
+    };
+    if run.state == runs::QUEUED {
+        match ctx.check().await {
+            Ok(()) => {}
+            Err(Stop::Refused(reason)) => return ctx.refuse(&reason).await,
+            Err(Stop::Store(e)) => return Err(e),
+            Err(Stop::Failed { reason, .. }) => {
+                // Could not even check (GitLab down past retries): leave queued and try later.
+                tracing::warn!(reason = %reason, "cannot check the request yet; will retry");
+                tokio::time::sleep(engine.options.outbox_retry).await;
+                return Ok(());
+            }
+        }
+        ctx.begin().await?;
+    }
+    let result = ctx.steps().await;
+    ctx.report.duration_ms = Some(u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX));
+    match result {
+        Ok(()) => ctx.end(runs::SUCCEEDED, None).await,
+        Err(Stop::Store(e)) => Err(e),
+        Err(Stop::Refused(reason)) => ctx.end(runs::FAILED, Some(("verify", reason))).await,
+        Err(Stop::Failed {
+            step,
+            reason,
+            rolled_back,
+            task_errors,
+        }) => {
+            ctx.report.task_errors = task_errors;
+            let state = if rolled_back {
+                runs::ROLLED_BACK
+            } else {
+                runs::FAILED
+            };
+            ctx.end(state, Some((step, reason))).await
+        }
+    }
+}
+
+async fn finish(
+    engine: &Engine,
+    run: &RunRow,
+    state: &str,
+    error: Option<&str>,
+    _step: Option<&str>,
+) -> Result<(), StoreError> {
+    let mut tx = engine.store.begin().await?;
+    runs::set_run_state(&mut tx, run.id, state, error).await?;
+    tx.commit().await.map_err(StoreError::from)?;
+    Ok(())
+}
+
+fn base_report(engine: &Engine, run: &RunRow) -> RunReport {
+    super::reporting::report_of(run, &engine.config.server.public_url)
+}
+
+struct RunCtx<'a> {
+    engine: &'a Engine,
+    project: &'a ProjectConfig,
+    env: &'a EnvironmentConfig,
+    run: RunRow,
+    report: RunReport,
+    images: Vec<ResolvedImage>,
+}
+
+impl RunCtx<'_> {
+    fn sha(&self) -> CommitSha {
+        CommitSha::from(self.run.sha.clone())
+    }
+
+    /// The policy checks that need GitLab, before anything happens.
+    async fn check(&mut self) -> Result<(), Stop> {
+        let gitlab = &self.engine.gitlab;
+        let project = self.project.path.as_str();
+        match self.run.trigger.as_str() {
+            "tag" => {
+                let tag_name = self.run.tag.clone().unwrap_or_default();
+                let tag = match gitlab.tag(project, &tag_name).await {
+                    Ok(t) => t,
+                    Err(GitlabError::NotFound(_)) => {
+                        return Err(Stop::Refused(format!("tag {tag_name} no longer exists")));
+                    }
+                    Err(e) => return Err(fail("check", e.to_string())),
+                };
+                let live = self.engine.store.live_run(project, &self.env.name).await?;
+                let input = policy::TagInput {
+                    tag: tag_name,
+                    protected: tag.protected,
+                    deleted: false,
+                    live: live.and_then(|r| {
+                        r.tag.map(|t| policy::LiveVersion {
+                            tag: t,
+                            created_at: parse_time(Some(&r.created_at)),
+                        })
+                    }),
+                    tag_created_at: parse_time(tag.created_at.as_deref()),
+                    explicit: false,
+                };
+                decision(policy::evaluate_tag(self.env, &input))
+            }
+            "mr_comment" | "cli" => {
+                let requester = match self.run.requester_id {
+                    Some(id) => match gitlab.member_role(project, UserId::from(id as u64)).await {
+                        Ok(level) => policy::Requester::User {
+                            username: self.run.requested_by.clone().unwrap_or_default(),
+                            access_level: level,
+                        },
+                        Err(e) => return Err(fail("check", e.to_string())),
+                    },
+                    None => policy::Requester::ApiToken,
+                };
+                let mut from_fork = false;
+                if let Some(iid) = self.run.mr_iid {
+                    match gitlab.merge_request(project, iid as u64).await {
+                        Ok(mr) => {
+                            from_fork = mr.is_from_fork();
+                            // Deploy what the MR's head is now.
+                            if mr.sha.as_str() != self.run.sha {
+                                tracing::info!(from = %self.run.sha, to = %mr.sha, "merge request head moved; deploying the new head");
+                            }
+                        }
+                        Err(e) => return Err(fail("check", e.to_string())),
+                    }
+                }
+                let pipeline = self.find_pipeline().await?;
+                let input = policy::ManualInput {
+                    requester,
+                    from_fork,
+                    sha: self.run.sha.clone(),
+                    pipeline,
+                    required_jobs: [&self.project.manifest_job, &self.project.deploy_job]
+                        .into_iter()
+                        .filter(|j| !j.is_empty())
+                        .cloned()
+                        .collect(),
+                };
+                decision(policy::evaluate_manual(self.env, &input))
+            }
+            _ => Ok(()),
+        }
+    }
+
+    /// The newest pipeline of the run's commit, with its jobs (and remembers it on the run).
+    async fn find_pipeline(&mut self) -> Result<Option<policy::PipelineView>, Stop> {
+        let gitlab = &self.engine.gitlab;
+        let project = self.project.path.as_str();
+        let pipelines = if let Some(id) = self.run.pipeline_id {
+            match gitlab.pipeline(project, PipelineId::from(id as u64)).await {
+                Ok(p) => vec![p],
+                Err(e) => return Err(fail("check", e.to_string())),
+            }
+        } else {
+            gitlab
+                .pipelines_for_sha(project, &self.sha())
+                .await
+                .map_err(|e| fail("check", e.to_string()))?
+        };
+        for p in pipelines {
+            let jobs = gitlab
+                .pipeline_jobs(project, p.id)
+                .await
+                .map_err(|e| fail("check", e.to_string()))?;
+            let has_jobs = [&self.project.manifest_job, &self.project.deploy_job]
+                .iter()
+                .filter(|j| !j.is_empty())
+                .all(|j| jobs.iter().any(|x| &x.name == *j));
+            if has_jobs {
+                let id = p.id.get();
+                self.run.pipeline_id = i64::try_from(id).ok();
+                self.report.pipeline_url = Some(p.web_url.clone());
+                let mut tx = self.engine.store.begin().await?;
+                sqlx::query("UPDATE runs SET pipeline_id = $1 WHERE id = $2")
+                    .bind(self.run.pipeline_id)
+                    .bind(self.run.id)
+                    .execute(&mut *tx)
+                    .await
+                    .map_err(StoreError::from)?;
+                tx.commit().await.map_err(StoreError::from)?;
+                let jobs = jobs
+                    .iter()
+                    .map(|j| JobView {
+                        name: j.name.clone(),
+                        stage: j.stage.clone(),
+                        status: j.status.clone(),
+                        allow_failure: j.allow_failure,
+                    })
+                    .collect();
+                return Ok(Some(policy::PipelineView { id, jobs }));
+            }
+        }
+        Ok(None)
+    }
+
+    async fn refuse(&mut self, reason: &str) -> Result<(), StoreError> {
+        tracing::info!(reason, "request refused");
+        let mut tx = self.engine.store.begin().await?;
+        runs::set_run_state(&mut tx, self.run.id, runs::REFUSED, Some(reason)).await?;
+        if let (Some(iid), Some(note)) = (self.run.mr_iid, self.run.note_id) {
+            let who = self.run.requested_by.clone().unwrap_or_default();
+            runs::enqueue(
+                &mut tx,
+                Some(self.run.id),
+                &self.project.path,
+                "react",
+                &format!("{iid}/{note}"),
+                "x",
+            )
+            .await?;
+            runs::enqueue(
+                &mut tx,
+                Some(self.run.id),
+                &self.project.path,
+                "mr_note",
+                &iid.to_string(),
+                &report::mr_reply_refused(&who, reason),
+            )
+            .await?;
+        } else if self.run.trigger == "tag" {
+            self.report.state = RunState::Refused;
+            self.report.error = Some(reason.to_string());
+            runs::enqueue(
+                &mut tx,
+                Some(self.run.id),
+                &self.project.path,
+                "commit_comment",
+                &self.run.sha,
+                &report::run_finished(&self.report),
+            )
+            .await?;
+        }
+        tx.commit().await.map_err(StoreError::from)?;
+        crate::metrics::run_finished(&self.project.path, &self.env.name, runs::REFUSED);
+        self.engine.outbox_changed.notify_one();
+        Ok(())
+    }
+
+    /// `queued` → `running`, with the "started" comment and status in the same transaction.
+    async fn begin(&mut self) -> Result<(), StoreError> {
+        let mut tx = self.engine.store.begin().await?;
+        runs::set_run_state(&mut tx, self.run.id, runs::RUNNING, None).await?;
+        self.report.state = RunState::Running;
+        runs::enqueue(
+            &mut tx,
+            Some(self.run.id),
+            &self.project.path,
+            "commit_comment",
+            &self.run.sha,
+            &report::run_started(&self.report),
+        )
+        .await?;
+        self.enqueue_status(&mut tx).await?;
+        if let Some(iid) = self.run.mr_iid {
+            runs::enqueue(
+                &mut tx,
+                Some(self.run.id),
+                &self.project.path,
+                "mr_note",
+                &iid.to_string(),
+                &report::mr_reply_accepted(&self.report),
+            )
+            .await?;
+        }
+        tx.commit().await.map_err(StoreError::from)?;
+        self.run.state = runs::RUNNING.into();
+        self.engine.outbox_changed.notify_one();
+        Ok(())
+    }
+
+    async fn enqueue_status(&self, tx: &mut sqlx::SqliteConnection) -> Result<(), StoreError> {
+        let (state, description) = report::commit_status(&self.report);
+        let body = StatusBody {
+            state: state.as_str().to_string(),
+            name: format!("hoist/{}", self.env.name),
+            description,
+            target_url: self.report.dashboard_url.clone(),
+        };
+        let body = serde_json::to_string(&body).unwrap_or_default();
+        runs::enqueue(
+            tx,
+            Some(self.run.id),
+            &self.project.path,
+            "commit_status",
+            &self.run.sha,
+            &body,
+        )
+        .await
+    }
+
+    async fn step_state(&self, step: &str) -> Result<Option<String>, StoreError> {
+        let row = self.engine.store.run(self.run.id).await?;
+        Ok(row.and_then(|r| {
+            r.steps
+                .into_iter()
+                .find(|s| s.name == step)
+                .map(|s| s.state)
+        }))
+    }
+
+    async fn start_step(&self, step: &str) -> Result<Instant, StoreError> {
+        let mut tx = self.engine.store.begin().await?;
+        runs::start_step(&mut tx, self.run.id, step).await?;
+        tx.commit().await.map_err(StoreError::from)?;
+        Ok(Instant::now())
+    }
+
+    async fn end_step(
+        &self,
+        step: &'static str,
+        state: &str,
+        detail: &str,
+        began: Instant,
+    ) -> Result<(), StoreError> {
+        let mut tx = self.engine.store.begin().await?;
+        runs::finish_step(&mut tx, self.run.id, step, state, detail).await?;
+        tx.commit().await.map_err(StoreError::from)?;
+        crate::metrics::run_step(step, began.elapsed());
+        Ok(())
+    }
+
+    async fn steps(&mut self) -> Result<(), Stop> {
+        let manifest = self.project.manifest_job.clone();
+        self.job_step("manifest", &manifest).await?;
+        self.verify().await?;
+        let deploy = self.project.deploy_job.clone();
+        self.job_step("deploy-job", &deploy).await?;
+        self.swarm().await
+    }
+
+    /// Plays `job_name` when it waits in manual (skips it when it already succeeded) and waits for it.
+    async fn job_step(&mut self, step: &'static str, job_name: &str) -> Result<(), Stop> {
+        if self
+            .step_state(step)
+            .await?
+            .as_deref()
+            .is_some_and(|s| s == "succeeded" || s == "skipped")
+        {
+            return Ok(());
+        }
+        let began = self.start_step(step).await?;
+        if job_name.is_empty() {
+            self.end_step(
+                step,
+                "skipped",
+                "the pipeline has no such job (configured as \"\")",
+                began,
+            )
+            .await?;
+            return Ok(());
+        }
+        if self.run.pipeline_id.is_none() {
+            self.find_pipeline().await?;
+        }
+        let Some(pipeline) = self.run.pipeline_id else {
+            return Err(fail(
+                step,
+                format!(
+                    "commit {} has no pipeline with a {job_name} job",
+                    short(&self.run.sha)
+                ),
+            ));
+        };
+        let gitlab = &self.engine.gitlab;
+        let project = self.project.path.as_str();
+        let jobs = gitlab
+            .pipeline_jobs(project, PipelineId::from(pipeline as u64))
+            .await
+            .map_err(|e| {
+                fail(
+                    step,
+                    format!("cannot list the jobs of pipeline {pipeline}: {e}"),
+                )
+            })?;
+        let Some(job) = jobs
+            .into_iter()
+            .filter(|j| j.name == job_name)
+            .max_by_key(|j| j.id.get())
+        else {
+            return Err(fail(
+                step,
+                format!("pipeline {pipeline} has no job {job_name}"),
+            ));
+        };
+        self.report
+            .job_urls
+            .push((job.name.clone(), job.web_url.clone()));
+        let detail = match job.status {
+            Status::Success => {
+                self.end_step(
+                    step,
+                    "skipped",
+                    &format!("job {} {} already succeeded", job.name, job.id),
+                    began,
+                )
+                .await?;
+                return Ok(());
+            }
+            Status::Manual => match gitlab.play_job(project, job.id).await {
+                Ok(_) => format!("played job {} {}", job.name, job.id),
+                Err(GitlabError::Unplayable(m)) => {
+                    // Someone else may have played it in between: look again before giving up.
+                    let again = gitlab
+                        .job(project, job.id)
+                        .await
+                        .map_err(|e| fail(step, e.to_string()))?;
+                    if again.status == Status::Manual
+                        || again.status.is_finished() && again.status != Status::Success
+                    {
+                        return Err(fail(
+                            step,
+                            format!(
+                                "GitLab refused to play job {} ({}): {m}",
+                                job.name, job.web_url
+                            ),
+                        ));
+                    }
+                    format!("job {} {} was already started", job.name, job.id)
+                }
+                Err(e) => {
+                    return Err(fail(
+                        step,
+                        format!("cannot play job {} ({}): {e}", job.name, job.web_url),
+                    ));
+                }
+            },
+            Status::Failed | Status::Canceled | Status::Skipped => {
+                return Err(fail(
+                    step,
+                    format!(
+                        "job {} is {} ({})",
+                        job.name,
+                        job.status.as_str(),
+                        job.web_url
+                    ),
+                ));
+            }
+            _ => format!("job {} {} was already started", job.name, job.id),
+        };
+        let done = self.wait_job(step, &job).await?;
+        self.end_step(
+            step,
+            "succeeded",
+            &format!("{detail}; {} succeeded", done.name),
+            began,
+        )
+        .await?;
+        Ok(())
+    }
+
+    /// Waits for a job to succeed: woken by Job/Pipeline hooks, polling as a fallback.
+    async fn wait_job(&self, step: &'static str, job: &Job) -> Result<Job, Stop> {
+        let deadline = Instant::now() + self.engine.options.job_timeout;
+        let mut events = self.engine.job_events();
+        loop {
+            match self.engine.gitlab.job(&self.project.path, job.id).await {
+                Ok(j) if j.status == Status::Success => return Ok(j),
+                Ok(j)
+                    if matches!(
+                        j.status,
+                        Status::Failed | Status::Canceled | Status::Skipped
+                    ) =>
+                {
+                    return Err(fail(
+                        step,
+                        format!("job {} {} ({})", j.name, j.status.as_str(), j.web_url),
+                    ));
+                }
+                Ok(_) => {}
+                Err(e) if e.is_transient() => {
+                    tracing::warn!(error = %e, "cannot read job; will look again")
+                }
+                Err(e) => return Err(fail(step, format!("cannot read job {}: {e}", job.name))),
+            }
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return Err(fail(
+                    step,
+                    format!(
+                        "job {} did not succeed within {} s ({})",
+                        job.name,
+                        self.engine.options.job_timeout.as_secs(),
+                        job.web_url
+                    ),
+                ));
+            }
+            let _ = tokio::time::timeout(self.engine.options.job_poll.min(left), events.changed())
+                .await;
+        }
+    }
+
+    /// Resolves every service's tag to its index digest and checks the platforms.
+    async fn verify(&mut self) -> Result<(), Stop> {
+        let began = self.start_step("verify").await?;
+        let mut details = Vec::new();
+        self.images.clear();
+        for svc in &self.env.services {
+            let values = TagValues {
+                tag: self.run.tag.as_deref(),
+                sha: &self.run.sha,
+                ref_name: &self.run.ref_name,
+                pipeline_id: self.run.pipeline_id.and_then(|p| u64::try_from(p).ok()),
+            };
+            let tag = render_tag(&svc.tag, &values)
+                .map_err(|e| fail("verify", format!("service {}: tag: {e}", svc.name)))?;
+            let resolved = self
+                .engine
+                .registry
+                .resolve(&svc.image, &tag)
+                .await
+                .map_err(|e| fail("verify", e.to_string()))?;
+            let missing = missing_platforms(&resolved.platforms, &svc.platforms);
+            if !missing.is_empty() {
+                let list: Vec<String> = missing.iter().map(|p| p.to_string()).collect();
+                let have: Vec<String> = resolved.platforms.iter().map(|p| p.to_string()).collect();
+                let reason = format!(
+                    "{} lacks platform(s) {} (it has {})",
+                    resolved.reference(),
+                    list.join(", "),
+                    have.join(", ")
+                );
+                self.end_step("verify", "failed", &reason, began).await?;
+                return Err(fail("verify", reason));
+            }
+            details.push(format!(
+                "{} = {}",
+                resolved.reference(),
+                resolved.digest.short()
+            ));
+            self.report.services.push(ServiceReport {
+                name: svc.name.clone(),
+                image: svc.image.clone(),
+                tag: tag.clone(),
+                digest: Some(resolved.digest.as_str().to_string()),
+                platforms: resolved.platforms.iter().map(|p| p.to_string()).collect(),
+                version_before: None,
+                version_after: None,
+                state: ServiceState::Unchanged,
+            });
+            self.images.push(resolved);
+        }
+        if let Some(first) = self.images.first() {
+            let mut tx = self.engine.store.begin().await?;
+            runs::set_run_image(
+                &mut tx,
+                self.run.id,
+                &first.reference(),
+                first.digest.as_str(),
+            )
+            .await?;
+            tx.commit().await.map_err(StoreError::from)?;
+        }
+        self.end_step("verify", "succeeded", &details.join("; "), began)
+            .await?;
+        Ok(())
+    }
+
+    /// Creates or updates every service at its digest and waits for Swarm to settle.
+    async fn swarm(&mut self) -> Result<(), Stop> {
+        let t0 = now_text();
+        let began = self.start_step("swarm").await?;
+        let mut applied = Vec::new();
+        let mut converge = Vec::new();
+        let mut applied_at = t0.clone();
+        for (i, svc) in self.env.services.iter().enumerate() {
+            let Some(image) = self.images.get(i) else {
+                return Err(fail("swarm", "internal: the verify step resolved no image"));
+            };
+            let creds = self.engine.registry.credentials_for(&svc.image);
+            let target = Target {
+                service: svc,
+                image,
+                auth: creds.as_ref(),
+            };
+            let call = Instant::now();
+            let outcome = match swarm::deploy(
+                &self.engine.swarm,
+                target,
+                &self.engine.options.deploy,
+            )
+            .await
+            {
+                Ok(o) => o,
+                Err(e) => {
+                    let reason = e.to_string();
+                    self.end_step("swarm", "failed", &reason, began).await?;
+                    return Err(fail("swarm", reason));
+                }
+            };
+            applied_at = chrono_at(call, outcome.applied_in);
+            let versions = format!(
+                "{} → {}",
+                outcome
+                    .version_before
+                    .map_or("new".to_string(), |v| v.to_string()),
+                outcome.version_after
+            );
+            applied.push(format!(
+                "{}: {} ({versions})",
+                svc.name,
+                outcome.state.as_str()
+            ));
+            converge.push(format!(
+                "{}: {} in {} ms",
+                svc.name,
+                outcome.state.as_str(),
+                outcome.converged_in.as_millis()
+            ));
+            if let Some(r) = self.report.services.get_mut(i) {
+                r.version_before = outcome.version_before;
+                r.version_after = Some(outcome.version_after);
+                r.state = super::reporting::service_state(outcome.state);
+            }
+            if !outcome.state.succeeded() {
+                let task_errors: Vec<String> = outcome
+                    .task_errors
+                    .iter()
+                    .map(|t| t.error.clone())
+                    .collect();
+                let reason = match outcome.state {
+                    OutcomeState::RolledBack => format!(
+                        "service {} rolled back: {}",
+                        svc.name,
+                        outcome
+                            .update_message
+                            .clone()
+                            .unwrap_or_else(|| "the new tasks failed".into())
+                    ),
+                    other => format!(
+                        "service {} {}: {}",
+                        svc.name,
+                        other.as_str(),
+                        outcome.update_message.clone().unwrap_or_default()
+                    ),
+                };
+                let mut tx = self.engine.store.begin().await?;
+                runs::record_step(
+                    &mut tx,
+                    self.run.id,
+                    "swarm",
+                    "succeeded",
+                    &t0,
+                    &applied_at,
+                    &applied.join("; "),
+                )
+                .await?;
+                runs::record_step(
+                    &mut tx,
+                    self.run.id,
+                    "converge",
+                    "failed",
+                    &applied_at,
+                    &now_text(),
+                    &reason,
+                )
+                .await?;
+                tx.commit().await.map_err(StoreError::from)?;
+                return Err(Stop::Failed {
+                    step: "converge",
+                    reason,
+                    rolled_back: outcome.state == OutcomeState::RolledBack,
+                    task_errors,
+                });
+            }
+        }
+        let mut tx = self.engine.store.begin().await?;
+        runs::record_step(
+            &mut tx,
+            self.run.id,
+            "swarm",
+            "succeeded",
+            &t0,
+            &applied_at,
+            &applied.join("; "),
+        )
+        .await?;
+        runs::record_step(
+            &mut tx,
+            self.run.id,
+            "converge",
+            "succeeded",
+            &applied_at,
+            &now_text(),
+            &converge.join("; "),
+        )
+        .await?;
+        tx.commit().await.map_err(StoreError::from)?;
+        crate::metrics::run_step("swarm", began.elapsed());
+        Ok(())
+    }
+
+    /// The `report` step and the run's final state, with the last comment, status and MR reply.
+    async fn end(
+        &mut self,
+        state: &str,
+        failure: Option<(&str, String)>,
+    ) -> Result<(), StoreError> {
+        self.report.state = super::reporting::run_state(state);
+        if let Some((step, reason)) = &failure {
+            self.report.failed_step = Some(step.to_string());
+            self.report.error = Some(reason.clone());
+        }
+        let mut tx = self.engine.store.begin().await?;
+        runs::start_step(&mut tx, self.run.id, "report").await?;
+        runs::enqueue(
+            &mut tx,
+            Some(self.run.id),
+            &self.project.path,
+            "commit_comment",
+            &self.run.sha,
+            &report::run_finished(&self.report),
+        )
+        .await?;
+        self.enqueue_status(&mut tx).await?;
+        if let (Some(iid), Some(note)) = (self.run.mr_iid, self.run.note_id) {
+            runs::enqueue(
+                &mut tx,
+                Some(self.run.id),
+                &self.project.path,
+                "mr_note",
+                &iid.to_string(),
+                &report::mr_reply_finished(&self.report),
+            )
+            .await?;
+            let emoji = if state == runs::SUCCEEDED {
+                "rocket"
+            } else {
+                "x"
+            };
+            runs::enqueue(
+                &mut tx,
+                Some(self.run.id),
+                &self.project.path,
+                "react",
+                &format!("{iid}/{note}"),
+                emoji,
+            )
+            .await?;
+        }
+        runs::finish_step(
+            &mut tx,
+            self.run.id,
+            "report",
+            "succeeded",
+            "comment and status queued",
+        )
+        .await?;
+        runs::set_run_state(
+            &mut tx,
+            self.run.id,
+            state,
+            failure.as_ref().map(|(_, r)| r.as_str()),
+        )
+        .await?;
+        tx.commit().await.map_err(StoreError::from)?;
+        crate::metrics::run_finished(&self.project.path, &self.env.name, state);
+        tracing::info!(
+            state,
+            error = failure.as_ref().map(|(_, r)| r.as_str()),
+            "run finished"
+        );
+        self.engine.outbox_changed.notify_one();
+        Ok(())
+    }
+}
+
+fn decision(d: Decision) -> Result<(), Stop> {
+    match d {
+        Decision::Deploy => Ok(()),
+        Decision::Refuse(r) => Err(Stop::Refused(r.reason)),
+        Decision::Ignore(reason) => Err(Stop::Refused(reason)),
+    }
+}
+
+fn parse_time(text: Option<&str>) -> Option<chrono::DateTime<chrono::Utc>> {
+    text.map(crate::events::Timestamp::parse)
+        .and_then(|t| t.utc())
+}
+
+fn short(sha: &str) -> &str {
+    &sha[..sha.len().min(8)]
+}
+
+/// The wall-clock time `offset` after `start` (an Instant), as the store writes times.
+fn chrono_at(start: Instant, offset: Duration) -> String {
+    let ago = start.elapsed().saturating_sub(offset);
+    let at = chrono::Utc::now() - chrono::Duration::from_std(ago).unwrap_or_default();
+    at.to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
+}
