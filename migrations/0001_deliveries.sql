@@ -11,10 +11,16 @@ CREATE TABLE deliveries (
     project         TEXT    NOT NULL,
     received_at     TEXT    NOT NULL,
     state           TEXT    NOT NULL,
-    body            TEXT,
     summary         TEXT,
     run_id          BIGINT,
     processed_at    TEXT
 );
 
 CREATE INDEX deliveries_state_id ON deliveries (state, id);
+
+-- Raw bodies live apart from the rows the worker updates, so marking a
+-- delivery processed does not rewrite (and re-log) kilobytes of JSON.
+CREATE TABLE delivery_bodies (
+    delivery_id BIGINT PRIMARY KEY,
+    body        TEXT   NOT NULL
+);

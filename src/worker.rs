@@ -13,7 +13,7 @@ use crate::engine::{Engine, dispatch};
 use crate::store::{self, StoreError};
 
 /// How many deliveries one transaction handles.
-const BATCH: i64 = 64;
+const BATCH: i64 = 256;
 
 /// Runs until `shutdown` turns true; finishes the batch in hand first.
 pub async fn run(engine: Arc<Engine>, committed: Arc<Notify>, mut shutdown: watch::Receiver<bool>) {

@@ -161,7 +161,8 @@ impl Store {
     /// The oldest queued deliveries, in order of arrival.
     pub async fn queued(&self, limit: i64) -> Result<Vec<QueuedDelivery>, StoreError> {
         let rows = sqlx::query(
-            "SELECT id, event, project, body FROM deliveries WHERE state = 'queued' ORDER BY id LIMIT $1",
+            "SELECT d.id, d.event, d.project, b.body FROM deliveries d LEFT JOIN delivery_bodies b ON b.delivery_id = d.id
+             WHERE d.state = 'queued' ORDER BY d.id LIMIT $1",
         )
         .bind(limit)
         .fetch_all(&self.pool)
@@ -233,8 +234,8 @@ pub async fn insert_delivery(
     d: &NewDelivery,
 ) -> Result<Inserted, StoreError> {
     let id: Option<i64> = sqlx::query_scalar(
-        "INSERT INTO deliveries (idempotency_key, dedupe_key, event, project, received_at, state, body)
-         VALUES ($1, $1, $2, $3, $4, $5, $6)
+        "INSERT INTO deliveries (idempotency_key, dedupe_key, event, project, received_at, state)
+         VALUES ($1, $1, $2, $3, $4, $5)
          ON CONFLICT (dedupe_key) DO NOTHING
          RETURNING id",
     )
@@ -243,10 +244,14 @@ pub async fn insert_delivery(
     .bind(&d.project)
     .bind(&d.received_at)
     .bind(d.state.as_str())
-    .bind(&d.body)
     .fetch_optional(&mut *conn)
     .await?;
     if let Some(id) = id {
+        sqlx::query("INSERT INTO delivery_bodies (delivery_id, body) VALUES ($1, $2)")
+            .bind(id)
+            .bind(&d.body)
+            .execute(&mut *conn)
+            .await?;
         return Ok(Inserted { id, state: d.state });
     }
     // A duplicate keeps no body: the first copy has it.
