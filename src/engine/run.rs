@@ -835,6 +835,9 @@ impl RunCtx<'_> {
             self.report.error = Some(reason.clone());
         }
         let mut tx = self.engine.store.begin().await?;
+        if let Some((step, reason)) = &failure {
+            runs::fail_open_step(&mut tx, self.run.id, step, reason).await?;
+        }
         runs::start_step(&mut tx, self.run.id, "report").await?;
         runs::enqueue(
             &mut tx,

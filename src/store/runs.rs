@@ -513,3 +513,24 @@ pub async fn has_outbox(
     .await?;
     Ok(n > 0)
 }
+
+/// Marks a step that is still `running` (or `pending`) failed: the step a run stopped in.
+pub async fn fail_open_step(
+    conn: &mut SqliteConnection,
+    run_id: i64,
+    step: &str,
+    detail: &str,
+) -> Result<(), StoreError> {
+    let now = now_text();
+    sqlx::query(
+        "UPDATE run_steps SET state = 'failed', finished_at = $1, started_at = COALESCE(started_at, $1), detail = $2
+         WHERE run_id = $3 AND name = $4 AND state IN ('running', 'pending')",
+    )
+    .bind(&now)
+    .bind(detail)
+    .bind(run_id)
+    .bind(step)
+    .execute(&mut *conn)
+    .await?;
+    Ok(())
+}

@@ -1,0 +1,343 @@
+//! End-to-end deploy stories: the fake GitLab world, hoist in-process over real HTTP,
+//! the real Docker engine in swarm mode and the real registry.
+
+mod support;
+mod swarm_support;
+
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use hoist::config::{Config, SecretSource};
+use hoist::engine::EngineOptions;
+use hoist::swarm::DeployOptions;
+use support::fake_gitlab::{FakeGitlab, HookAuth, Outcome, job_action};
+use swarm_support::{Behaviour, OCI_INDEX, Pusher, TestEnv, repo_path, test_env, unique_name};
+
+struct Secrets;
+
+impl SecretSource for Secrets {
+    fn env(&self, name: &str) -> Option<String> {
+        match name {
+            "GL" => Some(support::GITLAB_TOKEN.to_string()),
+            "WH" => Some(support::TOKEN.to_string()),
+            _ => None,
+        }
+    }
+    fn file(&self, _: &Path) -> std::io::Result<String> {
+        Err(std::io::Error::other("no files here"))
+    }
+}
+
+/// hoist running in this process against the world, the engine and the registry.
+struct Story {
+    world: FakeGitlab,
+    env: TestEnv,
+    port: u16,
+    service: String,
+    image: String,
+    client: reqwest::Client,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    _dir: tempfile::TempDir,
+}
+
+impl Story {
+    async fn start(label: &str) -> Option<Story> {
+        let env = test_env()?;
+        let world = FakeGitlab::start().await;
+        let service = unique_name(label);
+        let path = repo_path(&service);
+        let image = format!("{}/{path}", env.registry);
+        let dir = tempfile::tempdir().expect("tempdir");
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let port = listener.local_addr().expect("addr").port();
+        let text = format!(
+            r#"
+[server]
+listen = "127.0.0.1:{port}"
+[store]
+url = "sqlite://{db}"
+[gitlab]
+url = "{gitlab}"
+token = "env:GL"
+[docker]
+host = "{docker}"
+[[registries]]
+host = "{registry}"
+[[projects]]
+path = "acme/shop"
+webhook_token = "env:WH"
+  [[projects.environments]]
+  name = "production"
+  policy = "tag"
+  tag_pattern = "v*"
+    [[projects.environments.services]]
+    name = "{service}"
+    image = "{image}"
+    platforms = ["linux/amd64", "linux/arm64"]
+    [projects.environments.services.create]
+    replicas = 1
+"#,
+            db = dir.path().join("hoist.db").display(),
+            gitlab = world.url(),
+            docker = env.docker_host,
+            registry = env.registry,
+        );
+        let config = Config::parse(Path::new("story.toml"), &text, &Secrets).expect("story config");
+        let options = EngineOptions {
+            job_timeout: Duration::from_secs(60),
+            job_poll: Duration::from_millis(500),
+            deploy: DeployOptions {
+                monitor: Duration::from_secs(1),
+                ..DeployOptions::default()
+            },
+            outbox_retry: Duration::from_millis(200),
+        };
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        tokio::spawn(hoist::server::run_with(
+            config,
+            listener,
+            options,
+            async move {
+                let _ = stopped.await;
+            },
+        ));
+        world.add_hook(
+            "acme/shop",
+            &format!("http://127.0.0.1:{port}/hooks/gitlab"),
+            HookAuth::token(support::TOKEN),
+        );
+        // The manifest job really builds the multi-arch index, so a run that skipped it would fail.
+        let registry = env.registry.clone();
+        world.set_job_action(
+            "manifest",
+            job_action(move |ctx| {
+                let registry = registry.clone();
+                let path = path.clone();
+                async move {
+                    Pusher::anonymous(&registry)
+                        .push_multiarch(
+                            &path,
+                            &ctx.ref_name,
+                            &["linux/amd64", "linux/arm64"],
+                            Behaviour::Serve,
+                            OCI_INDEX,
+                        )
+                        .await;
+                    Ok(())
+                }
+            }),
+        );
+        let client = reqwest::Client::builder()
+            .no_proxy()
+            .build()
+            .expect("client");
+        Some(Story {
+            world,
+            env,
+            port,
+            service,
+            image,
+            client,
+            stop: Some(stop),
+            _dir: dir,
+        })
+    }
+
+    async fn runs(&self) -> Vec<serde_json::Value> {
+        let resp = self
+            .client
+            .get(format!("http://127.0.0.1:{}/api/v1/runs", self.port))
+            .send()
+            .await
+            .expect("runs");
+        resp.json().await.expect("runs JSON")
+    }
+
+    /// Waits until the run for `sha` reached a final state and its last GitLab write went out.
+    async fn finished_run(&self, sha: &str) -> serde_json::Value {
+        let deadline = Instant::now() + Duration::from_secs(120);
+        loop {
+            let runs = self.runs().await;
+            if let Some(run) = runs.iter().find(|r| {
+                r["sha"] == sha
+                    && !["queued", "running"].contains(&r["state"].as_str().unwrap_or(""))
+            }) {
+                return run.clone();
+            }
+            assert!(
+                Instant::now() < deadline,
+                "no finished run for {sha}: {runs:#?}"
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    fn service_image(&self) -> String {
+        self.env
+            .docker(&[
+                "service",
+                "inspect",
+                "--format",
+                "{{.Spec.TaskTemplate.ContainerSpec.Image}}",
+                &self.service,
+            ])
+            .trim()
+            .to_string()
+    }
+
+    fn service_id_version(&self) -> (String, u64) {
+        let out = self.env.docker(&[
+            "service",
+            "inspect",
+            "--format",
+            "{{.ID}} {{.Version.Index}}",
+            &self.service,
+        ]);
+        let mut parts = out.split_whitespace();
+        let id = parts.next().unwrap_or_default().to_string();
+        let version = parts.next().and_then(|v| v.parse().ok()).unwrap_or(0);
+        (id, version)
+    }
+}
+
+impl Drop for Story {
+    fn drop(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        let _ = self.env.docker_status(&["service", "rm", &self.service]);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn release_tags_deploy_update_and_never_go_backwards() {
+    let Some(story) = Story::start("story").await else {
+        return;
+    };
+    let world = &story.world;
+
+    // v1.0.0: manifest played, index verified, deploy played, service created at the digest.
+    let v1 = world.push_tag("acme/shop", "v1.0.0", true).await;
+    let run = story.finished_run(&v1.sha).await;
+    assert_eq!(run["state"], "succeeded", "{run:#}");
+    let steps: Vec<(&str, &str)> = run["steps"]
+        .as_array()
+        .expect("steps")
+        .iter()
+        .map(|s| {
+            (
+                s["name"].as_str().unwrap_or(""),
+                s["state"].as_str().unwrap_or(""),
+            )
+        })
+        .collect();
+    assert_eq!(
+        steps,
+        [
+            ("manifest", "succeeded"),
+            ("verify", "succeeded"),
+            ("deploy-job", "succeeded"),
+            ("swarm", "succeeded"),
+            ("converge", "succeeded"),
+            ("report", "succeeded")
+        ]
+    );
+    let digest = run["digest"].as_str().expect("digest").to_string();
+    assert!(digest.starts_with("sha256:"));
+    assert_eq!(
+        story.service_image(),
+        format!("{}:v1.0.0@{digest}", story.image)
+    );
+    assert_eq!(world.job(v1.pipeline_id, "manifest").status, "success");
+    assert_eq!(world.job(v1.pipeline_id, "deploy").status, "success");
+    assert_eq!(world.calls("jobs/:id/play"), 2, "{:#?}", world.call_log());
+    world
+        .wait_for(|w| w.commit_comments(&v1.sha).len() == 2)
+        .await;
+    let comments = world.commit_comments(&v1.sha);
+    assert!(
+        comments[1].contains(&digest),
+        "final comment names the digest: {}",
+        comments[1]
+    );
+    world
+        .wait_for(|w| {
+            w.statuses(&v1.sha)
+                .iter()
+                .any(|s| s.name == "hoist/production" && s.state == "success")
+        })
+        .await;
+    let (id1, version1) = story.service_id_version();
+
+    // v1.1.0 updates the same service.
+    let v11 = world.push_tag("acme/shop", "v1.1.0", true).await;
+    let run = story.finished_run(&v11.sha).await;
+    assert_eq!(run["state"], "succeeded", "{run:#}");
+    let (id2, version2) = story.service_id_version();
+    assert_eq!(id1, id2, "same service");
+    assert!(version2 > version1, "{version1} → {version2}");
+    assert!(story.service_image().contains(":v1.1.0@sha256:"));
+
+    // v1.0.1 is older than what is live: refused, nothing played, the service untouched.
+    let v101 = world.push_tag("acme/shop", "v1.0.1", true).await;
+    let run = story.finished_run(&v101.sha).await;
+    assert_eq!(run["state"], "refused", "{run:#}");
+    assert!(
+        run["error"].as_str().unwrap_or("").contains("v1.1.0"),
+        "{run:#}"
+    );
+    assert_eq!(world.job(v101.pipeline_id, "manifest").status, "manual");
+    assert_eq!(story.service_id_version(), (id2, version2));
+    world
+        .wait_for(|w| w.commit_comments(&v101.sha).len() == 1)
+        .await;
+
+    // A stale and a repeated pipeline hook for v1.1.0 start nothing new.
+    world.announce_pipeline(v11.pipeline_id).await;
+    world.flush().await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let for_v11 = story
+        .runs()
+        .await
+        .into_iter()
+        .filter(|r| r["sha"] == v11.sha.as_str())
+        .count();
+    assert_eq!(for_v11, 1, "one run per commit");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failed_manifest_job_fails_the_run_and_never_plays_deploy() {
+    let Some(story) = Story::start("mfail").await else {
+        return;
+    };
+    let world = &story.world;
+    world.set_job_outcome("manifest", Outcome::Fail);
+    let t = world.push_tag("acme/shop", "v2.0.0", true).await;
+    let run = story.finished_run(&t.sha).await;
+    assert_eq!(run["state"], "failed", "{run:#}");
+    let manifest = &run["steps"][0];
+    assert_eq!(manifest["state"], "failed");
+    assert_ne!(world.job(t.pipeline_id, "deploy").status, "success");
+    assert_eq!(
+        world.calls("jobs/:id/play"),
+        1,
+        "only the manifest job was played"
+    );
+    world
+        .wait_for(|w| w.commit_comments(&t.sha).len() == 2)
+        .await;
+    let last = world.commit_comments(&t.sha).pop().unwrap_or_default();
+    assert!(
+        last.contains("manifest"),
+        "the comment says which step failed: {last}"
+    );
+    assert!(
+        story
+            .env
+            .docker_status(&["service", "inspect", &story.service])
+            .is_err(),
+        "no service was created"
+    );
+}
