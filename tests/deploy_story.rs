@@ -78,6 +78,17 @@ webhook_token = "env:WH"
     platforms = ["linux/amd64", "linux/arm64"]
     [projects.environments.services.create]
     replicas = 1
+  [[projects.environments]]
+  name = "staging"
+  policy = "manual"
+  deploy_role = "developer"
+    [[projects.environments.services]]
+    name = "{service}-stg"
+    image = "{image}"
+    tag = "{{short_sha}}"
+    platforms = ["linux/amd64", "linux/arm64"]
+    [projects.environments.services.create]
+    replicas = 1
 "#,
             db = dir.path().join("hoist.db").display(),
             gitlab = world.url(),
@@ -116,10 +127,16 @@ webhook_token = "env:WH"
                 let registry = registry.clone();
                 let path = path.clone();
                 async move {
+                    // Tag pipelines publish the tag; others the short sha (the staging template).
+                    let tag = if ctx.tag {
+                        ctx.ref_name.clone()
+                    } else {
+                        ctx.sha[..8].to_string()
+                    };
                     Pusher::anonymous(&registry)
                         .push_multiarch(
                             &path,
-                            &ctx.ref_name,
+                            &tag,
                             &["linux/amd64", "linux/arm64"],
                             Behaviour::Serve,
                             OCI_INDEX,
@@ -207,7 +224,12 @@ impl Drop for Story {
         if let Some(stop) = self.stop.take() {
             let _ = stop.send(());
         }
-        let _ = self.env.docker_status(&["service", "rm", &self.service]);
+        let _ = self.env.docker_status(&[
+            "service",
+            "rm",
+            &self.service,
+            &format!("{}-stg", self.service),
+        ]);
     }
 }
 
@@ -340,4 +362,167 @@ async fn a_failed_manifest_job_fails_the_run_and_never_plays_deploy() {
             .is_err(),
         "no service was created"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn deploy_comments_on_merge_requests() {
+    use support::fake_gitlab::{DEVELOPER, REPORTER};
+    let Some(story) = Story::start("mr").await else {
+        return;
+    };
+    let world = &story.world;
+    world.add_member("acme/shop", "dave", DEVELOPER);
+    world.add_member("acme/shop", "rita", REPORTER);
+    let mr = world
+        .open_mr("acme/shop", "acme/shop", "feature-x", "dave")
+        .await;
+    let replies = |n: usize| {
+        move |w: &FakeGitlab| {
+            w.mr_notes(mr.iid)
+                .iter()
+                .filter(|x| x.author == support::fake_gitlab::BOT_USERNAME)
+                .count()
+                >= n
+        }
+    };
+
+    // A reporter is refused, with a reason and an x.
+    let note = world.comment_on_mr(mr.iid, "rita", "/deploy staging").await;
+    world.wait_for(replies(1)).await;
+    world
+        .wait_for(|w| w.reactions(note).contains(&"x".to_string()))
+        .await;
+    let bot_notes = |w: &FakeGitlab| -> Vec<String> {
+        w.mr_notes(mr.iid)
+            .into_iter()
+            .filter(|x| x.author == support::fake_gitlab::BOT_USERNAME)
+            .map(|x| x.body)
+            .collect()
+    };
+    assert!(
+        bot_notes(world)
+            .last()
+            .is_some_and(|b| b.contains("reporter") && b.contains("developer")),
+        "{:#?}",
+        bot_notes(world)
+    );
+
+    // A tag-policy environment is refused; a typo gets a did-you-mean.
+    world
+        .comment_on_mr(mr.iid, "dave", "/deploy production")
+        .await;
+    world.wait_for(replies(2)).await;
+    assert!(
+        bot_notes(world).last().is_some_and(|b| b.contains("tags")),
+        "{:#?}",
+        bot_notes(world)
+    );
+    world.comment_on_mr(mr.iid, "dave", "/deploy stagign").await;
+    world.wait_for(replies(3)).await;
+    assert!(
+        bot_notes(world)
+            .last()
+            .is_some_and(|b| b.contains("staging")),
+        "{:#?}",
+        bot_notes(world)
+    );
+
+    // A command inside a code block is not a command.
+    world
+        .comment_on_mr(mr.iid, "dave", "try this:\n```\n/deploy staging\n```")
+        .await;
+
+    // A developer deploys the MR head.
+    let note = world.comment_on_mr(mr.iid, "dave", "/deploy staging").await;
+    let run = story.finished_run(&mr.sha).await;
+    // The refused requests were for this commit too: find the deploy itself.
+    let runs = story.runs().await;
+    let deployed: Vec<_> = runs
+        .iter()
+        .filter(|r| r["sha"] == mr.sha.as_str() && r["state"] == "succeeded")
+        .collect();
+    let run = if deployed.is_empty() {
+        run
+    } else {
+        deployed[0].clone()
+    };
+    let deadline = Instant::now() + Duration::from_secs(120);
+    let run = loop {
+        let runs = story.runs().await;
+        if let Some(r) = runs.iter().find(|r| {
+            r["sha"] == mr.sha.as_str()
+                && r["trigger"] == "mr_comment"
+                && ["succeeded", "failed", "rolled_back"]
+                    .contains(&r["state"].as_str().unwrap_or(""))
+        }) {
+            break r.clone();
+        }
+        assert!(Instant::now() < deadline, "no deploy run: {run:#}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert_eq!(run["state"], "succeeded", "{run:#}");
+    let image = story.env.docker(&[
+        "service",
+        "inspect",
+        "--format",
+        "{{.Spec.TaskTemplate.ContainerSpec.Image}}",
+        &format!("{}-stg", story.service),
+    ]);
+    assert!(
+        image
+            .trim()
+            .starts_with(&format!("{}:{}@sha256:", story.image, &mr.sha[..8])),
+        "{image}"
+    );
+    world
+        .wait_for(|w| w.reactions(note).contains(&"rocket".to_string()))
+        .await;
+    assert!(world.reactions(note).contains(&"eyes".to_string()));
+
+    // Editing the note deploys nothing again.
+    world.edit_note(note, "/deploy staging").await;
+    world.flush().await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let runs = story.runs().await;
+    assert_eq!(
+        runs.iter()
+            .filter(|r| r["trigger"] == "mr_comment" && r["state"] == "succeeded")
+            .count(),
+        1
+    );
+    assert_eq!(
+        runs.iter().filter(|r| r["state"] == "refused").count(),
+        3,
+        "{runs:#?}"
+    );
+    assert_eq!(
+        runs.len(),
+        4,
+        "the code block and the edit made no run: {runs:#?}"
+    );
+
+    // A merge request from a fork is refused.
+    world.fork("acme/shop", "eve/shop");
+    world.add_member("acme/shop", "eve", DEVELOPER);
+    let fork_mr = world.open_mr("acme/shop", "eve/shop", "evil", "eve").await;
+    let note = world
+        .comment_on_mr(fork_mr.iid, "eve", "/deploy staging")
+        .await;
+    world
+        .wait_for(|w| w.reactions(note).contains(&"x".to_string()))
+        .await;
+    world
+        .wait_for(|w| {
+            w.mr_notes(fork_mr.iid)
+                .iter()
+                .any(|x| x.author == support::fake_gitlab::BOT_USERNAME)
+        })
+        .await;
+    let notes: Vec<String> = world
+        .mr_notes(fork_mr.iid)
+        .into_iter()
+        .filter(|x| x.author == support::fake_gitlab::BOT_USERNAME)
+        .map(|x| x.body)
+        .collect();
+    assert!(notes.iter().any(|b| b.contains("fork")), "{notes:#?}");
 }
