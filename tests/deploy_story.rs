@@ -526,3 +526,77 @@ async fn deploy_comments_on_merge_requests() {
         .collect();
     assert!(notes.iter().any(|b| b.contains("fork")), "{notes:#?}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rate_limits_and_bad_gateways_are_retried_and_every_comment_is_posted_once() {
+    use support::fake_gitlab::Fault;
+    let Some(story) = Story::start("fault").await else {
+        return;
+    };
+    let world = &story.world;
+    world.fault("jobs/:id/play", Fault::RateLimited { retry_after: 1 });
+    world.fault("comments", Fault::Status(502));
+    let t = world.push_tag("acme/shop", "v1.0.0", true).await;
+    let run = story.finished_run(&t.sha).await;
+    assert_eq!(run["state"], "succeeded", "{run:#}");
+    world
+        .wait_for(|w| w.commit_comments(&t.sha).len() >= 2)
+        .await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(
+        world.commit_comments(&t.sha).len(),
+        2,
+        "each comment exactly once"
+    );
+    assert_eq!(
+        world.calls("jobs/:id/play"),
+        3,
+        "one 429, then the two plays"
+    );
+    assert_eq!(
+        world.calls("comments"),
+        3,
+        "one 502, then the two comments: {:#?}",
+        world.call_log()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_queued_older_tag_is_superseded_by_a_newer_one() {
+    let Some(story) = Story::start("super").await else {
+        return;
+    };
+    let world = &story.world;
+    world.set_job_duration("manifest", Duration::from_millis(1500));
+    let first = world.push_tag("acme/shop", "v3.0.0", true).await;
+    // Wait until the first run is running, then push two more back to back.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !story
+        .runs()
+        .await
+        .iter()
+        .any(|r| r["sha"] == first.sha.as_str() && r["state"] == "running")
+    {
+        assert!(Instant::now() < deadline, "first run never started");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let older = world.push_tag("acme/shop", "v3.1.0", true).await;
+    let newer = world.push_tag("acme/shop", "v3.2.0", true).await;
+    assert_eq!(story.finished_run(&first.sha).await["state"], "succeeded");
+    assert_eq!(story.finished_run(&older.sha).await["state"], "superseded");
+    assert_eq!(story.finished_run(&newer.sha).await["state"], "succeeded");
+    assert_eq!(
+        world.job(older.pipeline_id, "manifest").status,
+        "manual",
+        "the superseded tag played nothing"
+    );
+    world
+        .wait_for(|w| w.commit_comments(&older.sha).len() == 1)
+        .await;
+    assert!(
+        world.commit_comments(&older.sha)[0].contains("v3.2.0"),
+        "{:?}",
+        world.commit_comments(&older.sha)
+    );
+    assert!(story.service_image().contains(":v3.2.0@sha256:"));
+}
