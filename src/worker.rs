@@ -53,15 +53,19 @@ pub async fn process_batch(engine: &Engine) -> Result<usize, StoreError> {
     }
     let mut tx = engine.store.begin().await?;
     let now = store::now_text();
-    let mut done = 0usize;
+    let mut finished = Vec::with_capacity(queued.len());
     let mut new_runs = false;
     for (d, plan) in queued.iter().zip(&plans) {
         let run_id = dispatch::apply(&mut tx, plan, &d.project).await?;
         new_runs |= run_id.is_some();
-        if store::finish_delivery(&mut tx, d.id, plan.state, &plan.summary, run_id, &now).await? {
-            done += 1;
-        }
+        finished.push(store::Finished {
+            id: d.id,
+            state: plan.state,
+            summary: &plan.summary,
+            run_id,
+        });
     }
+    let done = store::finish_deliveries(&mut tx, &finished, &now).await? as usize;
     tx.commit().await?;
     crate::metrics::queue_changed(-(done as i64));
     if new_runs {

@@ -239,6 +239,14 @@ fn typed<T: DeserializeOwned + ObjectKind>(
         header: echo(header),
         object_kind: echo(found),
     };
+    // The happy path parses plainly; only a failure is parsed again to learn the field's path.
+    if let Ok(event) = serde_json::from_slice::<T>(body) {
+        let found = event.object_kind();
+        if !found.is_empty() && found != expected {
+            return Err(mismatch(found));
+        }
+        return Ok(event);
+    }
     let mut deserializer = serde_json::Deserializer::from_slice(body);
     let event: T = match serde_path_to_error::deserialize(&mut deserializer) {
         Ok(event) => event,

@@ -145,14 +145,17 @@ impl Store {
     }
 
     /// Inserts a batch in one transaction (group commit): all are durable when this returns.
+    ///
+    /// Rows go in with multi-row statements (one round trip per chunk, not per delivery).
+    /// A key already stored, or repeated within the batch, makes that copy a `duplicate` row.
     pub async fn insert_deliveries(
         &self,
         batch: &[&NewDelivery],
     ) -> Result<Vec<Inserted>, StoreError> {
         let mut tx = self.pool.begin().await?;
         let mut out = Vec::with_capacity(batch.len());
-        for d in batch {
-            out.push(insert_delivery(&mut tx, d).await?);
+        for chunk in batch.chunks(INSERT_CHUNK) {
+            out.extend(insert_chunk(&mut tx, chunk).await?);
         }
         tx.commit().await?;
         Ok(out)
@@ -228,33 +231,80 @@ impl Store {
     }
 }
 
-/// Inserts one delivery; a key already stored makes this copy a `duplicate` row.
-pub async fn insert_delivery(
+/// Rows per multi-row INSERT (SQLite allows 32766 parameters; 5 per row).
+const INSERT_CHUNK: usize = 256;
+
+async fn insert_chunk(
+    conn: &mut SqliteConnection,
+    chunk: &[&NewDelivery],
+) -> Result<Vec<Inserted>, StoreError> {
+    let mut sql = String::from(
+        "INSERT INTO deliveries (idempotency_key, dedupe_key, event, project, received_at, state) VALUES ",
+    );
+    for i in 0..chunk.len() {
+        let b = i * 5;
+        if i > 0 {
+            sql.push_str(", ");
+        }
+        sql.push_str(&format!(
+            "(${k}, ${k}, ${e}, ${p}, ${r}, ${s})",
+            k = b + 1,
+            e = b + 2,
+            p = b + 3,
+            r = b + 4,
+            s = b + 5
+        ));
+    }
+    sql.push_str(" ON CONFLICT (dedupe_key) DO NOTHING RETURNING id, dedupe_key");
+    // Only placeholders are spliced in; every value is bound.
+    let mut query = sqlx::query(sqlx::AssertSqlSafe(sql));
+    for d in chunk {
+        query = query
+            .bind(&d.idempotency_key)
+            .bind(&d.event)
+            .bind(&d.project)
+            .bind(&d.received_at)
+            .bind(d.state.as_str());
+    }
+    let rows = query.fetch_all(&mut *conn).await?;
+    let mut ids: std::collections::HashMap<String, i64> =
+        std::collections::HashMap::with_capacity(rows.len());
+    for r in &rows {
+        ids.insert(r.try_get("dedupe_key")?, r.try_get("id")?);
+    }
+    let mut out = Vec::with_capacity(chunk.len());
+    let mut bodies: Vec<(i64, &str)> = Vec::with_capacity(chunk.len());
+    for d in chunk {
+        // The first copy of a key in the batch takes the row; later copies are duplicates.
+        match ids.remove(&d.idempotency_key) {
+            Some(id) => {
+                bodies.push((id, &d.body));
+                out.push(Inserted { id, state: d.state });
+            }
+            None => out.push(insert_duplicate(conn, d).await?),
+        }
+    }
+    if !bodies.is_empty() {
+        let mut sql = String::from("INSERT INTO delivery_bodies (delivery_id, body) VALUES ");
+        for i in 0..bodies.len() {
+            if i > 0 {
+                sql.push_str(", ");
+            }
+            sql.push_str(&format!("(${}, ${})", i * 2 + 1, i * 2 + 2));
+        }
+        let mut query = sqlx::query(sqlx::AssertSqlSafe(sql));
+        for (id, body) in &bodies {
+            query = query.bind(*id).bind(*body);
+        }
+        query.execute(&mut *conn).await?;
+    }
+    Ok(out)
+}
+
+async fn insert_duplicate(
     conn: &mut SqliteConnection,
     d: &NewDelivery,
 ) -> Result<Inserted, StoreError> {
-    let id: Option<i64> = sqlx::query_scalar(
-        "INSERT INTO deliveries (idempotency_key, dedupe_key, event, project, received_at, state)
-         VALUES ($1, $1, $2, $3, $4, $5)
-         ON CONFLICT (dedupe_key) DO NOTHING
-         RETURNING id",
-    )
-    .bind(&d.idempotency_key)
-    .bind(&d.event)
-    .bind(&d.project)
-    .bind(&d.received_at)
-    .bind(d.state.as_str())
-    .fetch_optional(&mut *conn)
-    .await?;
-    if let Some(id) = id {
-        sqlx::query("INSERT INTO delivery_bodies (delivery_id, body) VALUES ($1, $2)")
-            .bind(id)
-            .bind(&d.body)
-            .execute(&mut *conn)
-            .await?;
-        return Ok(Inserted { id, state: d.state });
-    }
-    // A duplicate keeps no body: the first copy has it.
     let id: i64 = sqlx::query_scalar(
         "INSERT INTO deliveries (idempotency_key, dedupe_key, event, project, received_at, state, summary)
          VALUES ($1, NULL, $2, $3, $4, 'duplicate', 'duplicate of an earlier delivery')
@@ -270,6 +320,59 @@ pub async fn insert_delivery(
         id,
         state: DeliveryState::Duplicate,
     })
+}
+
+/// Inserts one delivery; a key already stored makes this copy a `duplicate` row.
+pub async fn insert_delivery(
+    conn: &mut SqliteConnection,
+    d: &NewDelivery,
+) -> Result<Inserted, StoreError> {
+    insert_chunk(conn, &[d])
+        .await?
+        .into_iter()
+        .next()
+        .ok_or_else(|| StoreError::Open("insert returned no row".into()))
+}
+
+/// What the worker made of one delivery.
+#[derive(Debug, Clone)]
+pub struct Finished<'a> {
+    pub id: i64,
+    pub state: DeliveryState,
+    pub summary: &'a str,
+    pub run_id: Option<i64>,
+}
+
+/// Marks queued deliveries done in one statement; returns how many were still queued.
+pub async fn finish_deliveries(
+    conn: &mut SqliteConnection,
+    done: &[Finished<'_>],
+    now: &str,
+) -> Result<u64, StoreError> {
+    let mut total = 0;
+    for chunk in done.chunks(INSERT_CHUNK) {
+        let mut sql = String::from(
+            "UPDATE deliveries SET state = v.column2, summary = v.column3, run_id = v.column4, processed_at = $1 FROM (VALUES ",
+        );
+        for i in 0..chunk.len() {
+            let b = 2 + i * 4;
+            if i > 0 {
+                sql.push_str(", ");
+            }
+            sql.push_str(&format!("(${}, ${}, ${}, ${})", b, b + 1, b + 2, b + 3));
+        }
+        sql.push_str(") AS v WHERE deliveries.id = v.column1 AND deliveries.state = 'queued'");
+        let mut query = sqlx::query(sqlx::AssertSqlSafe(sql)).bind(now);
+        for f in chunk {
+            query = query
+                .bind(f.id)
+                .bind(f.state.as_str())
+                .bind(f.summary)
+                .bind(f.run_id);
+        }
+        total += query.execute(&mut *conn).await?.rows_affected();
+    }
+    Ok(total)
 }
 
 /// Marks a queued delivery done. False when it was not queued any more (someone else finished it).
