@@ -37,6 +37,7 @@ struct Story {
     image: String,
     client: reqwest::Client,
     stop: Option<tokio::sync::oneshot::Sender<()>>,
+    config_path: std::path::PathBuf,
     _dir: tempfile::TempDir,
 }
 
@@ -56,6 +57,7 @@ impl Story {
             r#"
 [server]
 listen = "127.0.0.1:{port}"
+public_url = "http://127.0.0.1:{port}"
 [store]
 url = "sqlite://{db}"
 [gitlab]
@@ -95,7 +97,9 @@ webhook_token = "env:WH"
             docker = env.docker_host,
             registry = env.registry,
         );
-        let config = Config::parse(Path::new("story.toml"), &text, &Secrets).expect("story config");
+        let config_path = dir.path().join("story.toml");
+        std::fs::write(&config_path, &text).expect("write config");
+        let config = Config::parse(&config_path, &text, &Secrets).expect("story config");
         let options = EngineOptions {
             job_timeout: Duration::from_secs(60),
             job_poll: Duration::from_millis(500),
@@ -158,6 +162,7 @@ webhook_token = "env:WH"
             image,
             client,
             stop: Some(stop),
+            config_path,
             _dir: dir,
         })
     }
@@ -599,4 +604,100 @@ async fn a_queued_older_tag_is_superseded_by_a_newer_one() {
         world.commit_comments(&older.sha)
     );
     assert!(story.service_image().contains(":v3.2.0@sha256:"));
+}
+
+/// Runs the real `hoist` binary with the story's config.
+fn hoist_cli(story: &Story, args: &[&str]) -> std::process::Output {
+    std::process::Command::new(env!("CARGO_BIN_EXE_hoist"))
+        .args(args)
+        .arg("--config")
+        .arg(&story.config_path)
+        .env("GL", support::GITLAB_TOKEN)
+        .env("WH", support::TOKEN)
+        .output()
+        .expect("run hoist")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hoist_deploy_waits_for_the_run_and_history_lists_it() {
+    let Some(story) = Story::start("cli").await else {
+        return;
+    };
+    let world = &story.world;
+    let mr = world
+        .open_mr("acme/shop", "acme/shop", "feature-cli", "dave")
+        .await;
+    let pipeline = mr.pipeline_id.to_string();
+    let args: Vec<String> = [
+        "deploy",
+        "--project",
+        "acme/shop",
+        "--env",
+        "staging",
+        "--pipeline",
+        &pipeline,
+        "--wait",
+    ]
+    .iter()
+    .map(|a| a.to_string())
+    .collect();
+    let config = story.config_path.clone();
+    let out = tokio::task::spawn_blocking(move || {
+        std::process::Command::new(env!("CARGO_BIN_EXE_hoist"))
+            .args(&args)
+            .arg("--config")
+            .arg(config)
+            .env("GL", support::GITLAB_TOKEN)
+            .env("WH", support::TOKEN)
+            .output()
+    })
+    .await
+    .expect("join")
+    .expect("run hoist deploy");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "hoist deploy --wait failed: {stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(stdout.contains("succeeded"), "{stdout}");
+    assert!(
+        stdout.contains("converge"),
+        "--wait prints the steps: {stdout}"
+    );
+
+    let out = hoist_cli(&story, &["history", "--json", "--env", "staging"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let runs: Vec<serde_json::Value> = serde_json::from_slice(&out.stdout).expect("history JSON");
+    assert_eq!(runs.len(), 1, "{runs:#?}");
+    assert_eq!(
+        (runs[0]["trigger"].as_str(), runs[0]["state"].as_str()),
+        (Some("cli"), Some("succeeded"))
+    );
+    let out = hoist_cli(&story, &["history"]);
+    let table = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        table.lines().count() >= 2 && table.contains("succeeded"),
+        "{table}"
+    );
+
+    // An unknown environment is a clear refusal, exit 1.
+    let out = hoist_cli(
+        &story,
+        &[
+            "deploy",
+            "--project",
+            "acme/shop",
+            "--env",
+            "nope",
+            "--tag",
+            "v1",
+        ],
+    );
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("no environment nope"));
 }

@@ -12,7 +12,7 @@ use tokio::sync::watch;
 
 use super::Engine;
 use super::outbox::StatusBody;
-use crate::config::{EnvironmentConfig, ProjectConfig, TagValues, render_tag};
+use crate::config::{EnvironmentConfig, Policy, ProjectConfig, TagValues, render_tag};
 use crate::events::{CommitSha, PipelineId, Status, UserId};
 use crate::gitlab::{GitlabError, Job};
 use crate::policy::{self, Decision, JobView};
@@ -208,7 +208,16 @@ impl RunCtx<'_> {
     async fn check(&mut self) -> Result<(), Stop> {
         let gitlab = &self.engine.gitlab;
         let project = self.project.path.as_str();
-        match self.run.trigger.as_str() {
+        let by_tag = self.run.trigger == "tag"
+            || (self.run.trigger == "cli"
+                && self.env.policy == Policy::Tag
+                && self.run.tag.is_some());
+        let trigger = if by_tag {
+            "tag"
+        } else {
+            self.run.trigger.as_str()
+        };
+        match trigger {
             "tag" => {
                 let tag_name = self.run.tag.clone().unwrap_or_default();
                 let tag = match gitlab.tag(project, &tag_name).await {
@@ -230,7 +239,7 @@ impl RunCtx<'_> {
                         })
                     }),
                     tag_created_at: parse_time(tag.created_at.as_deref()),
-                    explicit: false,
+                    explicit: self.run.trigger == "cli",
                 };
                 decision(policy::evaluate_tag(self.env, &input))
             }
