@@ -179,7 +179,7 @@ webhook_token = "env:WH"
 
     /// Waits until the run for `sha` reached a final state and its last GitLab write went out.
     async fn finished_run(&self, sha: &str) -> serde_json::Value {
-        let deadline = Instant::now() + Duration::from_secs(120);
+        let deadline = Instant::now() + Duration::from_secs(60);
         loop {
             let runs = self.runs().await;
             if let Some(run) = runs.iter().find(|r| {
@@ -188,10 +188,12 @@ webhook_token = "env:WH"
             }) {
                 return run.clone();
             }
-            assert!(
-                Instant::now() < deadline,
-                "no finished run for {sha}: {runs:#?}"
-            );
+            if Instant::now() > deadline {
+                let url = format!("http://127.0.0.1:{}/api/v1/deliveries", self.port);
+                let deliveries = self.client.get(url).send().await.expect("deliveries");
+                let deliveries = deliveries.text().await.unwrap_or_default();
+                panic!("no finished run for {sha}: {runs:#?}\ndeliveries: {deliveries}");
+            }
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
     }
@@ -700,4 +702,68 @@ async fn hoist_deploy_waits_for_the_run_and_history_lists_it() {
     );
     assert_eq!(out.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&out.stderr).contains("no environment nope"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_person_playing_the_deploy_job_in_gitlab_deploys_a_manual_environment() {
+    let Some(story) = Story::start("play").await else {
+        return;
+    };
+    let world = &story.world;
+    use support::fake_gitlab::{JobSpec, PipelineSpec};
+    world.add_member("acme/shop", "dave", support::fake_gitlab::DEVELOPER);
+    // This project's MR pipelines deploy to staging.
+    world.set_pipeline_spec(PipelineSpec {
+        jobs: vec![
+            JobSpec::done("build", "build-amd64"),
+            JobSpec::manual("manifest", "manifest"),
+            JobSpec::manual("deploy", "deploy").environment("staging"),
+        ],
+    });
+    let mr = world
+        .open_mr("acme/shop", "acme/shop", "feature-play", "dave")
+        .await;
+    let manifest = world.job(mr.pipeline_id, "manifest").id;
+    world
+        .play_as(manifest, "dave")
+        .await
+        .expect("dave plays manifest");
+    world
+        .wait_for(|w| w.job(mr.pipeline_id, "manifest").status == "success")
+        .await;
+    world
+        .wait_for(|w| w.job(mr.pipeline_id, "deploy").status == "manual")
+        .await;
+    let deploy = world.job(mr.pipeline_id, "deploy").id;
+    world
+        .play_as(deploy, "dave")
+        .await
+        .expect("dave plays deploy");
+    let run = story.finished_run(&mr.sha).await;
+    assert_eq!(run["state"], "succeeded", "{run:#}");
+    assert_eq!(run["trigger"], "job_play");
+    assert_eq!(run["requested_by"], "dave");
+    assert_eq!(
+        run["steps"][0]["state"], "skipped",
+        "manifest already succeeded: {run:#}"
+    );
+    assert_eq!(
+        world.calls("jobs/:id/play"),
+        0,
+        "hoist played nothing itself: {:#?}",
+        world.call_log()
+    );
+    let image = story.env.docker(&[
+        "service",
+        "inspect",
+        "--format",
+        "{{.Spec.TaskTemplate.ContainerSpec.Image}}",
+        &format!("{}-stg", story.service),
+    ]);
+    assert!(
+        image
+            .trim()
+            .starts_with(&format!("{}:{}@sha256:", story.image, &mr.sha[..8])),
+        "{image}"
+    );
 }

@@ -176,6 +176,7 @@ impl Engine {
         if by_bot {
             return Plan::processed(summary);
         }
+        tracing::debug!(job = %j.build_name, status = j.build_status.as_str(), "deploy job played by a person");
         let env_name = j
             .environment
             .as_ref()
@@ -192,6 +193,7 @@ impl Engine {
             None => None,
         };
         let Some(env) = env else {
+            tracing::info!(job = %j.build_name, "deploy job played for an environment hoist does not deploy manually");
             return Plan::processed(summary);
         };
         let mut plan = Plan::processed(summary);
