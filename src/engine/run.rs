@@ -776,28 +776,8 @@ impl RunCtx<'_> {
                         outcome.update_message.clone().unwrap_or_default()
                     ),
                 };
-                let mut tx = self.engine.store.begin().await?;
-                runs::record_step(
-                    &mut tx,
-                    self.run.id,
-                    "swarm",
-                    "succeeded",
-                    &t0,
-                    &applied_at,
-                    &applied.join("; "),
-                )
-                .await?;
-                runs::record_step(
-                    &mut tx,
-                    self.run.id,
-                    "converge",
-                    "failed",
-                    &applied_at,
-                    &now_text(),
-                    &reason,
-                )
-                .await?;
-                tx.commit().await.map_err(StoreError::from)?;
+                self.record_swarm(&t0, &applied_at, &applied.join("; "), "failed", &reason)
+                    .await?;
                 return Err(Stop::Failed {
                     step: "converge",
                     reason,
@@ -806,29 +786,49 @@ impl RunCtx<'_> {
                 });
             }
         }
+        self.record_swarm(
+            &t0,
+            &applied_at,
+            &applied.join("; "),
+            "succeeded",
+            &converge.join("; "),
+        )
+        .await?;
+        crate::metrics::run_step("swarm", began.elapsed());
+        Ok(())
+    }
+
+    /// Writes the `swarm` step (until Swarm accepted the write) and the `converge` step (after) at once.
+    async fn record_swarm(
+        &self,
+        t0: &str,
+        applied_at: &str,
+        applied: &str,
+        converge_state: &str,
+        converge_detail: &str,
+    ) -> Result<(), StoreError> {
         let mut tx = self.engine.store.begin().await?;
         runs::record_step(
             &mut tx,
             self.run.id,
             "swarm",
             "succeeded",
-            &t0,
-            &applied_at,
-            &applied.join("; "),
+            t0,
+            applied_at,
+            applied,
         )
         .await?;
         runs::record_step(
             &mut tx,
             self.run.id,
             "converge",
-            "succeeded",
-            &applied_at,
+            converge_state,
+            applied_at,
             &now_text(),
-            &converge.join("; "),
+            converge_detail,
         )
         .await?;
-        tx.commit().await.map_err(StoreError::from)?;
-        crate::metrics::run_step("swarm", began.elapsed());
+        tx.commit().await?;
         Ok(())
     }
 

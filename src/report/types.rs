@@ -152,27 +152,8 @@ pub struct RunReport {
     pub dashboard_url: Option<String>,
 }
 
-/// The state of a `hoist/<env>` commit status (GitLab's vocabulary).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum CommitState {
-    Pending,
-    Running,
-    Success,
-    Failed,
-    Canceled,
-}
-
-impl CommitState {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::Pending => "pending",
-            Self::Running => "running",
-            Self::Success => "success",
-            Self::Failed => "failed",
-            Self::Canceled => "canceled",
-        }
-    }
-}
+/// The state of the `hoist/<env>` commit status (the GitLab client's type).
+pub use crate::gitlab::CommitState;
 
 /// One environment for `/deploy status`.
 #[derive(Debug, Clone, PartialEq, Eq)]
