@@ -342,19 +342,10 @@ impl RunCtx<'_> {
         runs::set_run_state(&mut tx, self.run.id, runs::REFUSED, Some(reason)).await?;
         if let (Some(iid), Some(note)) = (self.run.mr_iid, self.run.note_id) {
             let who = self.run.requested_by.clone().unwrap_or_default();
-            runs::enqueue(
+            self.say(&mut tx, "react", &format!("{iid}/{note}"), "x")
+                .await?;
+            self.say(
                 &mut tx,
-                Some(self.run.id),
-                &self.project.path,
-                "react",
-                &format!("{iid}/{note}"),
-                "x",
-            )
-            .await?;
-            runs::enqueue(
-                &mut tx,
-                Some(self.run.id),
-                &self.project.path,
                 "mr_note",
                 &iid.to_string(),
                 &report::mr_reply_refused(&who, reason),
@@ -363,10 +354,8 @@ impl RunCtx<'_> {
         } else if self.run.trigger == "tag" {
             self.report.state = RunState::Refused;
             self.report.error = Some(reason.to_string());
-            runs::enqueue(
+            self.say(
                 &mut tx,
-                Some(self.run.id),
-                &self.project.path,
                 "commit_comment",
                 &self.run.sha,
                 &report::run_finished(&self.report),
@@ -384,10 +373,8 @@ impl RunCtx<'_> {
         let mut tx = self.engine.store.begin().await?;
         runs::set_run_state(&mut tx, self.run.id, runs::RUNNING, None).await?;
         self.report.state = RunState::Running;
-        runs::enqueue(
+        self.say(
             &mut tx,
-            Some(self.run.id),
-            &self.project.path,
             "commit_comment",
             &self.run.sha,
             &report::run_started(&self.report),
@@ -395,10 +382,8 @@ impl RunCtx<'_> {
         .await?;
         self.enqueue_status(&mut tx).await?;
         if let Some(iid) = self.run.mr_iid {
-            runs::enqueue(
+            self.say(
                 &mut tx,
-                Some(self.run.id),
-                &self.project.path,
                 "mr_note",
                 &iid.to_string(),
                 &report::mr_reply_accepted(&self.report),
@@ -798,6 +783,25 @@ impl RunCtx<'_> {
         Ok(())
     }
 
+    /// Records a GitLab write of this run in the outbox, in the caller's transaction.
+    async fn say(
+        &self,
+        tx: &mut sqlx::SqliteConnection,
+        kind: &str,
+        target: &str,
+        body: &str,
+    ) -> Result<(), StoreError> {
+        runs::enqueue(
+            tx,
+            Some(self.run.id),
+            &self.project.path,
+            kind,
+            target,
+            body,
+        )
+        .await
+    }
+
     /// Writes the `swarm` step (until Swarm accepted the write) and the `converge` step (after) at once.
     async fn record_swarm(
         &self,
@@ -848,10 +852,8 @@ impl RunCtx<'_> {
             runs::fail_open_step(&mut tx, self.run.id, step, reason).await?;
         }
         runs::start_step(&mut tx, self.run.id, "report").await?;
-        runs::enqueue(
+        self.say(
             &mut tx,
-            Some(self.run.id),
-            &self.project.path,
             "commit_comment",
             &self.run.sha,
             &report::run_finished(&self.report),
@@ -859,10 +861,8 @@ impl RunCtx<'_> {
         .await?;
         self.enqueue_status(&mut tx).await?;
         if let (Some(iid), Some(note)) = (self.run.mr_iid, self.run.note_id) {
-            runs::enqueue(
+            self.say(
                 &mut tx,
-                Some(self.run.id),
-                &self.project.path,
                 "mr_note",
                 &iid.to_string(),
                 &report::mr_reply_finished(&self.report),
@@ -873,15 +873,8 @@ impl RunCtx<'_> {
             } else {
                 "x"
             };
-            runs::enqueue(
-                &mut tx,
-                Some(self.run.id),
-                &self.project.path,
-                "react",
-                &format!("{iid}/{note}"),
-                emoji,
-            )
-            .await?;
+            self.say(&mut tx, "react", &format!("{iid}/{note}"), emoji)
+                .await?;
         }
         runs::finish_step(
             &mut tx,

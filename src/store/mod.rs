@@ -322,18 +322,6 @@ async fn insert_duplicate(
     })
 }
 
-/// Inserts one delivery; a key already stored makes this copy a `duplicate` row.
-pub async fn insert_delivery(
-    conn: &mut SqliteConnection,
-    d: &NewDelivery,
-) -> Result<Inserted, StoreError> {
-    insert_chunk(conn, &[d])
-        .await?
-        .into_iter()
-        .next()
-        .ok_or_else(|| StoreError::Open("insert returned no row".into()))
-}
-
 /// What the worker made of one delivery.
 #[derive(Debug, Clone)]
 pub struct Finished<'a> {
@@ -373,29 +361,6 @@ pub async fn finish_deliveries(
         total += query.execute(&mut *conn).await?.rows_affected();
     }
     Ok(total)
-}
-
-/// Marks a queued delivery done. False when it was not queued any more (someone else finished it).
-pub async fn finish_delivery(
-    conn: &mut SqliteConnection,
-    id: i64,
-    state: DeliveryState,
-    summary: &str,
-    run_id: Option<i64>,
-    now: &str,
-) -> Result<bool, StoreError> {
-    let done = sqlx::query(
-        "UPDATE deliveries SET state = $1, summary = $2, run_id = $3, processed_at = $4
-         WHERE id = $5 AND state = 'queued'",
-    )
-    .bind(state.as_str())
-    .bind(summary)
-    .bind(run_id)
-    .bind(now)
-    .bind(id)
-    .execute(&mut *conn)
-    .await?;
-    Ok(done.rows_affected() == 1)
 }
 
 /// sqlx's URL errors may echo the URL; a PostgreSQL URL carries a password.

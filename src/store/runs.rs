@@ -496,24 +496,6 @@ pub async fn record_step(
     Ok(())
 }
 
-/// Whether any outbox item of `kind` exists for the run (so a resumed run does not say things twice).
-pub async fn has_outbox(
-    conn: &mut SqliteConnection,
-    run_id: i64,
-    kind: &str,
-    body_prefix: &str,
-) -> Result<bool, StoreError> {
-    let n: i64 = sqlx::query_scalar(
-        "SELECT COUNT(*) FROM outbox WHERE run_id = $1 AND kind = $2 AND body LIKE $3",
-    )
-    .bind(run_id)
-    .bind(kind)
-    .bind(format!("{body_prefix}%"))
-    .fetch_one(&mut *conn)
-    .await?;
-    Ok(n > 0)
-}
-
 /// Marks a step that is still `running` (or `pending`) failed: the step a run stopped in.
 pub async fn fail_open_step(
     conn: &mut SqliteConnection,
