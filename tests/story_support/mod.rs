@@ -1,0 +1,244 @@
+//! The story harness: the fake GitLab world, hoist in-process over real HTTP,
+//! the real Docker engine in swarm mode and the real registry.
+//!
+//! Test crates that use it also declare `mod support;` and `mod swarm_support;`.
+#![allow(dead_code)]
+
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use crate::support;
+use crate::support::fake_gitlab::{FakeGitlab, HookAuth, job_action};
+use crate::swarm_support::{
+    Behaviour, OCI_INDEX, Pusher, TestEnv, repo_path, test_env, unique_name,
+};
+use hoist::config::{Config, SecretSource};
+use hoist::engine::EngineOptions;
+use hoist::swarm::DeployOptions;
+
+struct Secrets;
+
+impl SecretSource for Secrets {
+    fn env(&self, name: &str) -> Option<String> {
+        match name {
+            "GL" => Some(support::GITLAB_TOKEN.to_string()),
+            "WH" => Some(support::TOKEN.to_string()),
+            _ => None,
+        }
+    }
+    fn file(&self, _: &Path) -> std::io::Result<String> {
+        Err(std::io::Error::other("no files here"))
+    }
+}
+
+/// hoist running in this process against the world, the engine and the registry.
+pub struct Story {
+    pub world: FakeGitlab,
+    pub env: TestEnv,
+    pub port: u16,
+    pub service: String,
+    pub image: String,
+    pub client: reqwest::Client,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    pub config_path: std::path::PathBuf,
+    _dir: tempfile::TempDir,
+}
+
+impl Story {
+    pub async fn start(label: &str) -> Option<Story> {
+        let env = test_env()?;
+        let world = FakeGitlab::start().await;
+        let service = unique_name(label);
+        let path = repo_path(&service);
+        let image = format!("{}/{path}", env.registry);
+        let dir = tempfile::tempdir().expect("tempdir");
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let port = listener.local_addr().expect("addr").port();
+        let text = format!(
+            r#"
+[server]
+listen = "127.0.0.1:{port}"
+public_url = "http://127.0.0.1:{port}"
+[store]
+url = "sqlite://{db}"
+[gitlab]
+url = "{gitlab}"
+token = "env:GL"
+[docker]
+host = "{docker}"
+[[registries]]
+host = "{registry}"
+[[projects]]
+path = "acme/shop"
+webhook_token = "env:WH"
+  [[projects.environments]]
+  name = "production"
+  policy = "tag"
+  tag_pattern = "v*"
+    [[projects.environments.services]]
+    name = "{service}"
+    image = "{image}"
+    platforms = ["linux/amd64", "linux/arm64"]
+    [projects.environments.services.create]
+    replicas = 1
+  [[projects.environments]]
+  name = "staging"
+  policy = "manual"
+  deploy_role = "developer"
+    [[projects.environments.services]]
+    name = "{service}-stg"
+    image = "{image}"
+    tag = "{{short_sha}}"
+    platforms = ["linux/amd64", "linux/arm64"]
+    [projects.environments.services.create]
+    replicas = 1
+"#,
+            db = dir.path().join("hoist.db").display(),
+            gitlab = world.url(),
+            docker = env.docker_host,
+            registry = env.registry,
+        );
+        let config_path = dir.path().join("story.toml");
+        std::fs::write(&config_path, &text).expect("write config");
+        let config = Config::parse(&config_path, &text, &Secrets).expect("story config");
+        let options = EngineOptions {
+            job_timeout: Duration::from_secs(60),
+            job_poll: Duration::from_millis(500),
+            deploy: DeployOptions {
+                monitor: Duration::from_secs(1),
+                ..DeployOptions::default()
+            },
+            outbox_retry: Duration::from_millis(200),
+        };
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        tokio::spawn(hoist::server::run_with(
+            config,
+            listener,
+            options,
+            async move {
+                let _ = stopped.await;
+            },
+        ));
+        world.add_hook(
+            "acme/shop",
+            &format!("http://127.0.0.1:{port}/hooks/gitlab"),
+            HookAuth::token(support::TOKEN),
+        );
+        // The manifest job really builds the multi-arch index, so a run that skipped it would fail.
+        let registry = env.registry.clone();
+        world.set_job_action(
+            "manifest",
+            job_action(move |ctx| {
+                let registry = registry.clone();
+                let path = path.clone();
+                async move {
+                    // Tag pipelines publish the tag; others the short sha (the staging template).
+                    let tag = if ctx.tag {
+                        ctx.ref_name.clone()
+                    } else {
+                        ctx.sha[..8].to_string()
+                    };
+                    Pusher::anonymous(&registry)
+                        .push_multiarch(
+                            &path,
+                            &tag,
+                            &["linux/amd64", "linux/arm64"],
+                            Behaviour::Serve,
+                            OCI_INDEX,
+                        )
+                        .await;
+                    Ok(())
+                }
+            }),
+        );
+        let client = reqwest::Client::builder()
+            .no_proxy()
+            .build()
+            .expect("client");
+        Some(Story {
+            world,
+            env,
+            port,
+            service,
+            image,
+            client,
+            stop: Some(stop),
+            config_path,
+            _dir: dir,
+        })
+    }
+
+    pub async fn runs(&self) -> Vec<serde_json::Value> {
+        let resp = self
+            .client
+            .get(format!("http://127.0.0.1:{}/api/v1/runs", self.port))
+            .send()
+            .await
+            .expect("runs");
+        resp.json().await.expect("runs JSON")
+    }
+
+    /// Waits until the run for `sha` reached a final state and its last GitLab write went out.
+    pub async fn finished_run(&self, sha: &str) -> serde_json::Value {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            let runs = self.runs().await;
+            if let Some(run) = runs.iter().find(|r| {
+                r["sha"] == sha
+                    && !["queued", "running"].contains(&r["state"].as_str().unwrap_or(""))
+            }) {
+                return run.clone();
+            }
+            if Instant::now() > deadline {
+                let url = format!("http://127.0.0.1:{}/api/v1/deliveries", self.port);
+                let deliveries = self.client.get(url).send().await.expect("deliveries");
+                let deliveries = deliveries.text().await.unwrap_or_default();
+                panic!("no finished run for {sha}: {runs:#?}\ndeliveries: {deliveries}");
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    pub fn service_image(&self) -> String {
+        self.env
+            .docker(&[
+                "service",
+                "inspect",
+                "--format",
+                "{{.Spec.TaskTemplate.ContainerSpec.Image}}",
+                &self.service,
+            ])
+            .trim()
+            .to_string()
+    }
+
+    pub fn service_id_version(&self) -> (String, u64) {
+        let out = self.env.docker(&[
+            "service",
+            "inspect",
+            "--format",
+            "{{.ID}} {{.Version.Index}}",
+            &self.service,
+        ]);
+        let mut parts = out.split_whitespace();
+        let id = parts.next().unwrap_or_default().to_string();
+        let version = parts.next().and_then(|v| v.parse().ok()).unwrap_or(0);
+        (id, version)
+    }
+}
+
+impl Drop for Story {
+    fn drop(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        let _ = self.env.docker_status(&[
+            "service",
+            "rm",
+            &self.service,
+            &format!("{}-stg", self.service),
+        ]);
+    }
+}
