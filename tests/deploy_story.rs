@@ -537,3 +537,130 @@ async fn a_person_playing_the_deploy_job_in_gitlab_deploys_a_manual_environment(
         "{image}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_same_pipeline_hook_three_times_and_a_stale_running_make_one_run() {
+    let Some(story) = Story::start("dupes").await else {
+        return;
+    };
+    let world = &story.world;
+    // A slow manifest job keeps the run busy while the repeats arrive.
+    world.set_job_duration("manifest", Duration::from_millis(1500));
+    let t = world.push_tag("acme/shop", "v4.0.0", true).await;
+    let first = world
+        .deliveries()
+        .into_iter()
+        .find(|d| {
+            d.event == "Pipeline Hook" && d.body["object_attributes"]["id"] == t.pipeline_id.0
+        })
+        .expect("the pipeline hook went out");
+    // The same delivery twice more (GitLab's retry: same Idempotency-Key) …
+    for _ in 0..2 {
+        let again = world.redeliver(first.seq).await;
+        assert_eq!(again.status, Some(200), "duplicates are answered 200");
+    }
+    // … the same pipeline state announced again as a new event, and a stale `running`
+    // hook from before the manifest job became manual, arriving late.
+    world.announce_pipeline(t.pipeline_id).await;
+    let stale = world
+        .send_pipeline_hook_as(t.pipeline_id, "running", &[("manifest", "running")])
+        .await;
+    assert!(stale.iter().all(|d| d.status == Some(200)), "{stale:#?}");
+
+    let run = story.finished_run(&t.sha).await;
+    assert_eq!(run["state"], "succeeded", "{run:#}");
+    world.flush().await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let runs: Vec<_> = story
+        .runs()
+        .await
+        .into_iter()
+        .filter(|r| r["sha"] == t.sha.as_str())
+        .collect();
+    assert_eq!(runs.len(), 1, "one run per commit: {runs:#?}");
+    assert_eq!(
+        world.calls("jobs/:id/play"),
+        2,
+        "manifest and deploy played once each: {:#?}",
+        world.call_log()
+    );
+    world
+        .wait_for(|w| w.commit_comments(&t.sha).len() == 2)
+        .await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(world.commit_comments(&t.sha).len(), 2, "no comment twice");
+    let url = format!("http://127.0.0.1:{}/api/v1/deliveries", story.port);
+    let deliveries: Vec<serde_json::Value> = story
+        .client
+        .get(url)
+        .send()
+        .await
+        .expect("deliveries")
+        .json()
+        .await
+        .expect("deliveries JSON");
+    let duplicates = deliveries
+        .iter()
+        .filter(|d| d["state"] == "duplicate")
+        .count();
+    assert_eq!(
+        duplicates, 2,
+        "both retries recorded as duplicates: {deliveries:#?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn deploy_help_and_status_answer_on_the_merge_request() {
+    use support::fake_gitlab::DEVELOPER;
+    let Some(story) = Story::start("status").await else {
+        return;
+    };
+    let world = &story.world;
+    world.add_member("acme/shop", "dave", DEVELOPER);
+    let t = world.push_tag("acme/shop", "v5.0.0", true).await;
+    let run = story.finished_run(&t.sha).await;
+    assert_eq!(run["state"], "succeeded", "{run:#}");
+    let digest = run["digest"].as_str().expect("digest").to_string();
+
+    let mr = world
+        .open_mr("acme/shop", "acme/shop", "feature-ask", "dave")
+        .await;
+    let bot_notes = |w: &FakeGitlab| -> Vec<String> {
+        w.mr_notes(mr.iid)
+            .into_iter()
+            .filter(|x| x.author == support::fake_gitlab::BOT_USERNAME)
+            .map(|x| x.body)
+            .collect()
+    };
+
+    world.comment_on_mr(mr.iid, "dave", "/deploy help").await;
+    world.wait_for(|w| bot_notes(w).len() == 1).await;
+    let help = bot_notes(world).remove(0);
+    for expected in ["/deploy status", "production", "staging", "tag"] {
+        assert!(help.contains(expected), "help names {expected}: {help}");
+    }
+    assert!(
+        help.lines().all(|l| !l.trim_start().starts_with('/')),
+        "no line starts with a quick action: {help}"
+    );
+
+    world
+        .comment_on_mr(mr.iid, "dave", "/deploy status production")
+        .await;
+    world.wait_for(|w| bot_notes(w).len() == 2).await;
+    let status = bot_notes(world).remove(1);
+    assert!(
+        status.contains("v5.0.0") && status.contains(&digest[..19]),
+        "status names what runs: {status}"
+    );
+
+    world.comment_on_mr(mr.iid, "dave", "/deploy status").await;
+    world.wait_for(|w| bot_notes(w).len() == 3).await;
+    let all = bot_notes(world).remove(2);
+    assert!(
+        all.contains("production") && all.contains("staging"),
+        "status without an environment lists them all: {all}"
+    );
+    // Questions start no runs.
+    assert_eq!(story.runs().await.len(), 1);
+}
