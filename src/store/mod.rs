@@ -152,7 +152,7 @@ impl Store {
         &self,
         batch: &[&NewDelivery],
     ) -> Result<Vec<Inserted>, StoreError> {
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.begin().await?;
         let mut out = Vec::with_capacity(batch.len());
         for chunk in batch.chunks(INSERT_CHUNK) {
             out.extend(insert_chunk(&mut tx, chunk).await?);
@@ -222,8 +222,11 @@ impl Store {
     }
 
     /// Starts a transaction for a unit of work (a delivery and its effects).
+    /// A write transaction. `BEGIN IMMEDIATE` takes SQLite's write lock up front, so a
+    /// transaction that reads before it writes waits its turn (busy timeout) instead of
+    /// failing with `SQLITE_BUSY` when another connection committed since its first read.
     pub async fn begin(&self) -> Result<sqlx::Transaction<'static, sqlx::Sqlite>, StoreError> {
-        Ok(self.pool.begin().await?)
+        Ok(self.pool.begin_with("BEGIN IMMEDIATE").await?)
     }
 
     pub async fn close(&self) {
