@@ -97,11 +97,11 @@ impl Engine {
         let summary = events::describe(&event, &project.manifest_job, &project.deploy_job);
         match &event {
             Event::Pipeline(p) => {
-                self.job_event();
+                self.job_event(p.builds.iter().map(|b| (b.id, b.status.clone())));
                 self.plan_pipeline(project, p, summary)
             }
             Event::Job(j) => {
-                self.job_event();
+                self.job_event([(j.build_id, j.build_status.clone())]);
                 self.plan_job(project, j, summary).await
             }
             Event::Note(n) => self.plan_note(project, n, summary).await,

@@ -18,6 +18,7 @@ use std::time::Duration;
 use tokio::sync::{Notify, watch};
 
 use crate::config::Config;
+use crate::events::{JobId, Status};
 use crate::gitlab::GitLab;
 use crate::registry::RegistryClient;
 use crate::store::Store;
@@ -57,8 +58,10 @@ pub struct Engine {
     pub options: EngineOptions,
     /// The bot user (hoist's own notes and job plays are recognised by it).
     bot: OnceLock<crate::gitlab::User>,
-    /// Bumped on every Job/Pipeline hook: job waits wake up and re-read the job.
+    /// Bumped when a Job/Pipeline hook says a job finished: job waits wake up.
     job_events: watch::Sender<u64>,
+    /// Jobs that hooks said finished, not yet looked at by a wait (bounded).
+    finished_jobs: Mutex<HashSet<u64>>,
     /// Woken when runs are queued or outbox items written.
     pub runs_changed: Notify,
     pub outbox_changed: Notify,
@@ -85,6 +88,7 @@ impl Engine {
             options,
             bot: OnceLock::new(),
             job_events,
+            finished_jobs: Mutex::new(HashSet::new()),
             runs_changed: Notify::new(),
             outbox_changed: Notify::new(),
             active: Mutex::new(HashSet::new()),
@@ -113,9 +117,33 @@ impl Engine {
         }
     }
 
-    /// A Job or Pipeline hook arrived: job waits re-read their job now.
-    pub fn job_event(&self) {
+    /// A Job or Pipeline hook reported these jobs' statuses: a wait on one that finished
+    /// re-reads its job now (the API is the authority; the hook only says when to look).
+    pub fn job_event(&self, jobs: impl IntoIterator<Item = (JobId, Status)>) {
+        let finished: Vec<u64> = jobs
+            .into_iter()
+            .filter(|(_, status)| status.is_finished())
+            .map(|(id, _)| id.get())
+            .collect();
+        if finished.is_empty() {
+            return;
+        }
+        if let Ok(mut set) = self.finished_jobs.lock() {
+            // Jobs nobody waits for would pile up: forget them all now and then.
+            if set.len() > 10_000 {
+                set.clear();
+            }
+            set.extend(finished);
+        }
         self.job_events.send_modify(|n| *n = n.wrapping_add(1));
+    }
+
+    /// Whether a hook said `job` finished since the last call (and forgets it).
+    pub(crate) fn take_finished(&self, job: JobId) -> bool {
+        self.finished_jobs
+            .lock()
+            .map(|mut set| set.remove(&job.get()))
+            .unwrap_or(true)
     }
 
     pub(crate) fn job_events(&self) -> watch::Receiver<u64> {

@@ -580,6 +580,7 @@ impl RunCtx<'_> {
     async fn wait_job(&self, step: &'static str, job: &Job) -> Result<Job, Stop> {
         let deadline = Instant::now() + self.engine.options.job_timeout;
         let mut events = self.engine.job_events();
+        let _ = self.engine.take_finished(job.id);
         loop {
             match self.engine.gitlab.job(&self.project.path, job.id).await {
                 Ok(j) if j.status == Status::Success => return Ok(j),
@@ -612,8 +613,13 @@ impl RunCtx<'_> {
                     ),
                 ));
             }
-            let _ = tokio::time::timeout(self.engine.options.job_poll.min(left), events.changed())
-                .await;
+            // Wait for a hook that says this job finished, or poll when the interval is up.
+            let poll_at = Instant::now() + self.engine.options.job_poll.min(left);
+            while tokio::time::timeout_at(poll_at.into(), events.changed())
+                .await
+                .is_ok_and(|changed| changed.is_ok())
+                && !self.engine.take_finished(job.id)
+            {}
         }
     }
 
