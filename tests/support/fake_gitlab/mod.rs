@@ -138,6 +138,9 @@ pub struct JobView {
     pub stage: String,
     pub status: String,
     pub pipeline_id: PipelineId,
+    /// When the job started running and finished (RFC 3339, milliseconds).
+    pub started_at: Option<String>,
+    pub finished_at: Option<String>,
 }
 
 pub(crate) struct Inner {
@@ -485,6 +488,11 @@ impl FakeGitlab {
     }
 
     /// Duration of jobs without their own (default 30 ms).
+    /// How long a played job stays `pending` before it runs.
+    pub fn pending_delay(&self) -> Duration {
+        self.world().pending_delay
+    }
+
     pub fn set_default_job_duration(&self, d: Duration) {
         self.world().default_duration = d;
     }
@@ -882,6 +890,8 @@ impl FakeGitlab {
                         stage: j.stage.clone(),
                         status: j.status.clone(),
                         pipeline_id: pipeline,
+                        started_at: j.started_at.clone(),
+                        finished_at: j.finished_at.clone(),
                     })
                     .collect()
             })
