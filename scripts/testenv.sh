@@ -55,6 +55,8 @@ _testenv_install() {
     command -v docker-registry >/dev/null 2>&1 || missing+=(docker-registry)
     command -v htpasswd >/dev/null 2>&1 || missing+=(apache2-utils)
     command -v ss >/dev/null 2>&1 || missing+=(iproute2)
+    # The dashboard test (tests/dashboard.rs) reads the page through headless Chromium.
+    [ -x /usr/bin/chromium ] || missing+=(chromium)
     if ! _testenv_busybox_is_static; then
         missing+=(busybox-static)
     fi

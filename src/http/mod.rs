@@ -7,13 +7,15 @@ use axum::Router;
 use axum::extract::{Query, Request, State};
 use axum::http::{StatusCode, header};
 use axum::middleware::{self, Next};
-use axum::response::{Html, IntoResponse, Response};
+use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use serde::Deserialize;
 
 use crate::config::Config;
 use crate::store::{DeliveryState, Store};
 use crate::webhook::{self, Receiver};
+
+mod dashboard;
 
 /// Everything the handlers share.
 pub struct AppState {
@@ -27,7 +29,7 @@ pub struct AppState {
 /// Builds the router: `/hooks/gitlab` is authenticated per project, `/`, `/api/*` and `/metrics` by `api_token`.
 pub fn router(state: Arc<AppState>, receiver: Arc<Receiver>) -> Router {
     let protected = Router::new()
-        .route("/", get(dashboard))
+        .route("/", get(dashboard::show))
         .route("/metrics", get(metrics))
         .route("/api/v1/deliveries", get(deliveries))
         .route("/api/v1/runs", get(runs))
@@ -217,53 +219,4 @@ async fn deploys(State(state): State<Arc<AppState>>, body: axum::body::Bytes) ->
             (StatusCode::SERVICE_UNAVAILABLE, format!("{m}\n")).into_response()
         }
     }
-}
-
-async fn dashboard(State(state): State<Arc<AppState>>) -> Response {
-    let rows = state.store.deliveries(None, 50).await.unwrap_or_default();
-    let mut html = String::from(
-        "<!doctype html><html><head><meta charset=\"utf-8\"><meta http-equiv=\"refresh\" content=\"10\">\
-         <title>hoist</title><style>body{font-family:sans-serif;margin:2em}td,th{padding:2px 8px;text-align:left}</style>\
-         </head><body><h1>hoist</h1><h2>Environments</h2><ul>",
-    );
-    for p in &state.config.projects {
-        for e in &p.environments {
-            html.push_str(&format!(
-                "<li>{} / {} ({:?})</li>",
-                escape(&p.path),
-                escape(&e.name),
-                e.policy
-            ));
-        }
-    }
-    html.push_str("</ul><h2>Recent deliveries</h2><table><tr><th>id</th><th>received</th><th>event</th><th>project</th><th>state</th><th>meaning</th></tr>");
-    for r in rows {
-        html.push_str(&format!(
-            "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
-            r.id,
-            escape(&r.received_at),
-            escape(&r.event),
-            escape(&r.project),
-            r.state.as_str(),
-            escape(r.summary.as_deref().unwrap_or(""))
-        ));
-    }
-    html.push_str("</table></body></html>");
-    Html(html).into_response()
-}
-
-/// Minimal HTML escaping for text nodes and attribute values.
-pub fn escape(text: &str) -> String {
-    let mut out = String::with_capacity(text.len());
-    for c in text.chars() {
-        match c {
-            '<' => out.push_str("&lt;"),
-            '>' => out.push_str("&gt;"),
-            '&' => out.push_str("&amp;"),
-            '"' => out.push_str("&quot;"),
-            '\'' => out.push_str("&#39;"),
-            c => out.push(c),
-        }
-    }
-    out
 }
