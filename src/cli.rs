@@ -28,8 +28,19 @@ impl CliError {
     }
 }
 
-fn load(flag: Option<PathBuf>) -> Result<Config, CliError> {
+pub(crate) fn load(flag: Option<PathBuf>) -> Result<Config, CliError> {
     Config::load(&Config::path_from(flag)).map_err(|e| CliError::Config(e.to_string()))
+}
+
+/// A GitLab client for a person waiting at a terminal: fewer, shorter retries than the server's.
+pub(crate) fn terminal_gitlab(config: &Config) -> Result<crate::gitlab::HttpClient, CliError> {
+    let policy = crate::gitlab::RetryPolicy {
+        max_attempts: 3,
+        total_budget: Duration::from_secs(15),
+        ..crate::gitlab::RetryPolicy::default()
+    };
+    crate::gitlab::HttpClient::with_policy(&config.gitlab.url, config.gitlab.token.clone(), policy)
+        .map_err(|e| CliError::Config(format!("cannot set up the GitLab client: {e}")))
 }
 
 /// `hoist deploy`: POSTs the request to `server.public_url`; with `wait`, follows the run.
@@ -214,6 +225,32 @@ pub async fn history(
             r.created_at.get(..19).unwrap_or(&r.created_at),
             r.error.unwrap_or_default()
         );
+    }
+    Ok(())
+}
+
+/// `hoist check` online: every check of [`crate::doctor`], one line each; fails when one failed.
+pub async fn check_online(config: &Config) -> Result<(), CliError> {
+    let gitlab = terminal_gitlab(config)?;
+    let registry = crate::registry::RegistryClient::new(&config.registries);
+    let swarm = crate::swarm::DockerSwarm::new(&config.docker);
+    let doctor = crate::doctor::Doctor {
+        config,
+        gitlab: &gitlab,
+        registry: &registry,
+        swarm: &swarm,
+    };
+    let checks = doctor.all().await;
+    print!("{}", crate::doctor::render_lines(&checks));
+    let failed = checks
+        .iter()
+        .filter(|c| c.verdict == crate::doctor::Verdict::Fail)
+        .count();
+    if failed > 0 {
+        return Err(CliError::Failed(format!(
+            "{failed} of {} checks failed",
+            checks.len()
+        )));
     }
     Ok(())
 }

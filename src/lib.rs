@@ -7,10 +7,13 @@
 pub mod cli;
 pub mod command;
 pub mod config;
+pub mod doctor;
 pub mod engine;
 pub mod events;
 pub mod gitlab;
+pub mod hook;
 pub mod http;
+pub mod logging;
 pub mod metrics;
 pub mod policy;
 pub mod registry;

@@ -79,6 +79,36 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// The project's webhook in GitLab: install it or show its state.
+    Hook {
+        #[command(subcommand)]
+        action: HookAction,
+    },
+}
+
+#[derive(Subcommand)]
+enum HookAction {
+    /// Create or update the project's webhook (same URL: update, never a duplicate).
+    Install {
+        /// Config file (default: $HOIST_CONFIG, else ./hoist.toml).
+        #[arg(long)]
+        config: Option<PathBuf>,
+        /// Project path as configured.
+        #[arg(long)]
+        project: String,
+        /// Print what would be done; change nothing.
+        #[arg(long)]
+        dry_run: bool,
+    },
+    /// Show the hook: events, alert_status, disabled_until, how to re-enable.
+    Status {
+        /// Config file (default: $HOIST_CONFIG, else ./hoist.toml).
+        #[arg(long)]
+        config: Option<PathBuf>,
+        /// Project path as configured.
+        #[arg(long)]
+        project: String,
+    },
 }
 
 fn main() -> ExitCode {
@@ -113,19 +143,24 @@ fn main() -> ExitCode {
             limit,
             json,
         } => with_runtime(|| hoist::cli::history(config, project, env, limit, json)),
+        Command::Hook { action } => match action {
+            HookAction::Install {
+                config,
+                project,
+                dry_run,
+            } => with_runtime(|| hoist::hook::install_command(config, project, dry_run)),
+            HookAction::Status { config, project } => {
+                with_runtime(|| hoist::hook::status_command(config, project))
+            }
+        },
     }
 }
 
 fn init_tracing(format: LogFormat) {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr);
-    match format {
-        LogFormat::Text => builder.init(),
-        LogFormat::Json => builder.json().init(),
-    }
+    hoist::logging::init(match format {
+        LogFormat::Text => hoist::logging::LogFormat::Text,
+        LogFormat::Json => hoist::logging::LogFormat::Json,
+    });
 }
 
 /// Runs an async command; its `Err` is printed and becomes the exit code it carries.
@@ -211,8 +246,5 @@ fn check(flag: Option<PathBuf>, offline: bool) -> ExitCode {
     if offline {
         return ExitCode::SUCCESS;
     }
-    println!(
-        "note online checks (GitLab, Docker, registries) are not part of this build yet; ran the offline checks only"
-    );
-    ExitCode::SUCCESS
+    with_runtime(|| async move { hoist::cli::check_online(&config).await })
 }

@@ -664,3 +664,46 @@ async fn deploy_help_and_status_answer_on_the_merge_request() {
     // Questions start no runs.
     assert_eq!(story.runs().await.len(), 1);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn deploy_doctor_replies_with_the_projects_checks() {
+    use support::fake_gitlab::DEVELOPER;
+    let Some(story) = Story::start("doctor").await else {
+        return;
+    };
+    let world = &story.world;
+    world.add_member("acme/shop", "dave", DEVELOPER);
+    // The image repository exists once a release was built.
+    let t = world.push_tag("acme/shop", "v6.0.0", true).await;
+    assert_eq!(story.finished_run(&t.sha).await["state"], "succeeded");
+    let mr = world
+        .open_mr("acme/shop", "acme/shop", "feature-doc", "dave")
+        .await;
+    let bot_notes = |w: &FakeGitlab| -> Vec<String> {
+        w.mr_notes(mr.iid)
+            .into_iter()
+            .filter(|x| x.author == support::fake_gitlab::BOT_USERNAME)
+            .map(|x| x.body)
+            .collect()
+    };
+    world.comment_on_mr(mr.iid, "dave", "/deploy doctor").await;
+    world.wait_for(|w| bot_notes(w).len() == 1).await;
+    let healthy = bot_notes(world).remove(0);
+    assert!(healthy.contains("everything hoist needs"), "{healthy}");
+    for check in ["gitlab", "hook acme/shop", "docker", "image "] {
+        assert!(
+            healthy.contains(&format!("✅ **{check}")),
+            "{check}: {healthy}"
+        );
+    }
+
+    // The token loses the api scope: the reply says so, with the fix.
+    world.set_token_scopes(&["read_api"]);
+    world.comment_on_mr(mr.iid, "dave", "/deploy doctor").await;
+    world.wait_for(|w| bot_notes(w).len() == 2).await;
+    let sick = bot_notes(world).remove(1);
+    assert!(sick.contains("1 of"), "{sick}");
+    assert!(sick.contains("❌ **gitlab token**"), "{sick}");
+    assert!(sick.contains("api scope"), "{sick}");
+    assert_eq!(story.runs().await.len(), 1, "a question starts no run");
+}

@@ -32,6 +32,14 @@ impl Write {
             body,
         }
     }
+    /// `/deploy doctor`: the reply is the project's checks, run when it is sent.
+    pub fn doctor(iid: i64, requester: &str) -> Write {
+        Write {
+            kind: "doctor",
+            target: iid.to_string(),
+            body: requester.to_string(),
+        }
+    }
     pub fn react(iid: i64, note_id: i64, emoji: &str) -> Write {
         Write {
             kind: "react",
@@ -304,11 +312,9 @@ impl Engine {
                 plan.writes.push(Write::mr_note(iid, body));
             }
             Command::Doctor => {
-                let reason = "`/deploy doctor` is not available in this version of hoist; run `hoist check` on the server".to_string();
-                plan.writes.push(Write::mr_note(
-                    iid,
-                    report::mr_reply_refused(&username, &reason),
-                ));
+                // The checks run when the reply is sent (they call GitLab, Docker and the
+                // registries), not while the delivery is planned.
+                plan.writes.push(Write::doctor(iid, &username));
             }
             Command::Deploy { env } => {
                 let manual: Vec<&EnvironmentConfig> = project

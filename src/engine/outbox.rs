@@ -7,6 +7,7 @@
 use std::sync::Arc;
 
 use tokio::sync::watch;
+use tracing::Instrument;
 
 use super::Engine;
 use crate::events::CommitSha;
@@ -49,26 +50,44 @@ pub async fn send_pending(engine: &Engine) -> Result<bool, crate::store::StoreEr
             return Ok(false);
         }
         for item in items {
-            match send(engine, &item).await {
-                Ok(()) => engine.store.outbox_result(item.id, "sent", None).await?,
-                Err(e) if e.is_transient() && item.attempts + 1 < MAX_ATTEMPTS => {
-                    tracing::warn!(outbox = item.id, kind = %item.kind, error = %e, "GitLab write failed; will retry");
-                    engine
-                        .store
-                        .outbox_result(item.id, "pending", Some(&e.to_string()))
-                        .await?;
-                    return Ok(true);
-                }
-                Err(e) => {
-                    tracing::error!(outbox = item.id, kind = %item.kind, project = %item.project, error = %e, "GitLab write failed for good");
-                    engine
-                        .store
-                        .outbox_result(item.id, "failed", Some(&e.to_string()))
-                        .await?;
-                }
+            // A run's writes log with the run's fields, like the run's own lines.
+            let span = match item.run_id {
+                Some(run_id) => tracing::info_span!(
+                    "run",
+                    run_id,
+                    project = %item.project,
+                    env = item.env.as_deref().unwrap_or("")
+                ),
+                None => tracing::info_span!("outbox", project = %item.project),
+            };
+            if send_one(engine, &item).instrument(span).await? {
+                return Ok(true);
             }
         }
     }
+}
+
+/// Sends one item and records the answer; true when a transient failure should pause the outbox.
+async fn send_one(engine: &Engine, item: &OutboxItem) -> Result<bool, crate::store::StoreError> {
+    match send(engine, item).await {
+        Ok(()) => engine.store.outbox_result(item.id, "sent", None).await?,
+        Err(e) if e.is_transient() && item.attempts + 1 < MAX_ATTEMPTS => {
+            tracing::warn!(outbox = item.id, kind = %item.kind, error = %e, "GitLab write failed; will retry");
+            engine
+                .store
+                .outbox_result(item.id, "pending", Some(&e.to_string()))
+                .await?;
+            return Ok(true);
+        }
+        Err(e) => {
+            tracing::error!(outbox = item.id, kind = %item.kind, error = %e, "GitLab write failed for good");
+            engine
+                .store
+                .outbox_result(item.id, "failed", Some(&e.to_string()))
+                .await?;
+        }
+    }
+    Ok(false)
 }
 
 async fn send(engine: &Engine, item: &OutboxItem) -> Result<(), GitlabError> {
@@ -102,23 +121,35 @@ async fn send(engine: &Engine, item: &OutboxItem) -> Result<(), GitlabError> {
                 .await
         }
         "mr_note" => {
-            let iid: u64 = item
-                .target
-                .parse()
-                .map_err(|_| GitlabError::Protocol("bad MR iid".into()))?;
+            let iid = mr_iid(item)?;
             gitlab
                 .reply_on_mr(project, iid, &item.body)
                 .await
                 .map(|_| ())
+        }
+        "doctor" => {
+            let iid = mr_iid(item)?;
+            let Some(config) = engine.config.projects.iter().find(|p| p.path == project) else {
+                return Err(GitlabError::Protocol(format!(
+                    "project {project} is no longer configured"
+                )));
+            };
+            let doctor = crate::doctor::Doctor {
+                config: &engine.config,
+                gitlab: gitlab.as_ref(),
+                registry: &engine.registry,
+                swarm: &engine.swarm,
+            };
+            let checks = doctor.project(config).await;
+            let body = crate::report::doctor_reply(&item.body, project, &checks);
+            gitlab.reply_on_mr(project, iid, &body).await.map(|_| ())
         }
         "react" => {
             let (iid, note) = item
                 .target
                 .split_once('/')
                 .ok_or_else(|| GitlabError::Protocol("bad reaction target".into()))?;
-            let iid: u64 = iid
-                .parse()
-                .map_err(|_| GitlabError::Protocol("bad MR iid".into()))?;
+            let iid = parse_iid(iid)?;
             let note: u64 = note
                 .parse()
                 .map_err(|_| GitlabError::Protocol("bad note id".into()))?;
@@ -128,6 +159,15 @@ async fn send(engine: &Engine, item: &OutboxItem) -> Result<(), GitlabError> {
             "unknown outbox kind {other}"
         ))),
     }
+}
+
+fn parse_iid(text: &str) -> Result<u64, GitlabError> {
+    text.parse()
+        .map_err(|_| GitlabError::Protocol("bad MR iid".into()))
+}
+
+fn mr_iid(item: &OutboxItem) -> Result<u64, GitlabError> {
+    parse_iid(&item.target)
 }
 
 /// A commit status as stored in the outbox.

@@ -430,6 +430,7 @@ impl RunCtx<'_> {
         let mut tx = self.engine.store.begin().await?;
         runs::start_step(&mut tx, self.run.id, step).await?;
         tx.commit().await.map_err(StoreError::from)?;
+        tracing::info!(step, "step started");
         Ok(Instant::now())
     }
 
@@ -443,7 +444,15 @@ impl RunCtx<'_> {
         let mut tx = self.engine.store.begin().await?;
         runs::finish_step(&mut tx, self.run.id, step, state, detail).await?;
         tx.commit().await.map_err(StoreError::from)?;
-        crate::metrics::run_step(step, began.elapsed());
+        let elapsed = began.elapsed();
+        crate::metrics::run_step(step, elapsed);
+        tracing::info!(
+            step,
+            state,
+            detail,
+            ms = elapsed.as_millis() as u64,
+            "step finished"
+        );
         Ok(())
     }
 
@@ -839,6 +848,18 @@ impl RunCtx<'_> {
         )
         .await?;
         tx.commit().await?;
+        tracing::info!(
+            step = "swarm",
+            state = "succeeded",
+            detail = applied,
+            "step finished"
+        );
+        tracing::info!(
+            step = "converge",
+            state = converge_state,
+            detail = converge_detail,
+            "step finished"
+        );
         Ok(())
     }
 

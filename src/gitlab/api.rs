@@ -5,6 +5,7 @@
 
 use async_trait::async_trait;
 use gitlab::api::common::NameOrId;
+use gitlab::api::personal_access_tokens::PersonalAccessTokenSelf;
 use gitlab::api::projects::Project as ProjectEndpoint;
 use gitlab::api::projects::hooks::Hooks;
 use gitlab::api::projects::jobs::{Job as JobEndpoint, PlayJob};
@@ -15,6 +16,7 @@ use gitlab::api::projects::merge_requests::notes::awards::CreateMergeRequestNote
 use gitlab::api::projects::pipelines::{
     Pipeline as PipelineEndpoint, PipelineJobs, PipelineOrderBy, Pipelines,
 };
+use gitlab::api::projects::protected_tags::ProtectedTags;
 use gitlab::api::projects::repository::commits::{
     CommentOnCommit, CommitStatusState, CreateCommitStatus,
 };
@@ -28,7 +30,7 @@ use super::client::{ClientError, HttpClient};
 use super::endpoints::HookEndpoint;
 use super::{
     CommitState, GitLab, GitlabError, Hook, HookId, HookSpec, Job, MergeRequest, NoteId, Pipeline,
-    ProjectInfo, STATUS_DESCRIPTION_MAX, Tag, User, truncate,
+    ProjectInfo, ProtectedTag, STATUS_DESCRIPTION_MAX, Tag, User, truncate,
 };
 use crate::events::{CommitSha, JobId, PipelineId, ProjectId, Status, UserId};
 
@@ -209,6 +211,27 @@ struct RawMember {
 }
 
 #[derive(Deserialize)]
+struct RawToken {
+    #[serde(default)]
+    scopes: Vec<String>,
+}
+
+#[derive(Deserialize)]
+struct RawProtectedTag {
+    name: String,
+    #[serde(default)]
+    create_access_levels: Vec<RawAccess>,
+}
+
+#[derive(Deserialize)]
+struct RawAccess {
+    #[serde(default)]
+    access_level: Option<u32>,
+    #[serde(default)]
+    user_id: Option<u64>,
+}
+
+#[derive(Deserialize)]
 struct RawNote {
     id: u64,
 }
@@ -281,6 +304,39 @@ impl GitLab for HttpClient {
             id: UserId(u.id),
             username: u.username,
         })
+    }
+
+    async fn token_scopes(&self) -> Result<Vec<String>, GitlabError> {
+        let e = PersonalAccessTokenSelf::builder()
+            .build()
+            .map_err(build_err)?;
+        let t: RawToken = self.get(e).await?;
+        Ok(t.scopes)
+    }
+
+    async fn protected_tags(&self, p: &str) -> Result<Vec<ProtectedTag>, GitlabError> {
+        let e = ProtectedTags::builder()
+            .project(project(p))
+            .build()
+            .map_err(build_err)?;
+        let raw: Vec<RawProtectedTag> = self.all_pages(e).await?;
+        Ok(raw
+            .into_iter()
+            .map(|t| ProtectedTag {
+                name: t.name,
+                create_levels: t
+                    .create_access_levels
+                    .iter()
+                    .filter(|a| a.user_id.is_none())
+                    .filter_map(|a| a.access_level)
+                    .collect(),
+                create_users: t
+                    .create_access_levels
+                    .iter()
+                    .filter_map(|a| a.user_id.map(UserId))
+                    .collect(),
+            })
+            .collect())
     }
 
     async fn project(&self, p: &str) -> Result<ProjectInfo, GitlabError> {

@@ -306,6 +306,9 @@ const LITERAL_SEGMENTS: &[&str] = &[
     "hooks",
     "user",
     "version",
+    "personal_access_tokens",
+    "self",
+    "protected_tags",
 ];
 
 /// A bounded metric label for a request path: `projects/:id/jobs/:id/play`.

@@ -67,6 +67,26 @@ pub struct User {
     pub username: String,
 }
 
+/// A protected tag rule: which tags it covers and who may create them.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ProtectedTag {
+    /// A tag name or a wildcard pattern (`v*`).
+    pub name: String,
+    /// Access levels allowed to create matching tags (0 = no one; 30 developer, 40 maintainer).
+    pub create_levels: Vec<u32>,
+    /// Users allowed by name (id), besides the levels.
+    pub create_users: Vec<UserId>,
+}
+
+impl ProtectedTag {
+    /// Whether a user with `level` (or this very user) may create the tags, and so play
+    /// jobs of their pipelines.
+    pub fn allows(&self, user: UserId, level: u32) -> bool {
+        self.create_users.contains(&user)
+            || self.create_levels.iter().any(|l| *l > 0 && level >= *l)
+    }
+}
+
 /// A project as `GET /projects/:id` shows it (what `hoist check` verifies).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ProjectInfo {
@@ -234,6 +254,13 @@ impl HookSpec {
 pub trait GitLab: Send + Sync {
     /// The token's user: `GET /user`.
     async fn current_user(&self) -> Result<User, GitlabError>;
+
+    /// The token's scopes (`GET /personal_access_tokens/self`; also answers for project
+    /// and group access tokens).
+    async fn token_scopes(&self) -> Result<Vec<String>, GitlabError>;
+
+    /// The project's protected tag rules.
+    async fn protected_tags(&self, project: &str) -> Result<Vec<ProtectedTag>, GitlabError>;
 
     /// `GET /projects/:id`: whether the token sees the project, and its numeric id.
     async fn project(&self, project: &str) -> Result<ProjectInfo, GitlabError>;

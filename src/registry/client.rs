@@ -316,6 +316,21 @@ impl RegistryClient {
         }
     }
 
+    /// Whether `repository` exists and the configured credentials may read it
+    /// (`GET /v2/<name>/tags/list?n=1`), for `hoist check`.
+    pub async fn check_repository(&self, repository: &str) -> Result<(), RegistryError> {
+        let repo = Repository::parse(repository)?;
+        let ctx = Ctx {
+            image: repository,
+            repo: &repo,
+        };
+        let url = format!("{}/tags/list?n=1", self.base_url(&repo));
+        let resp = self.get(&ctx, &url, "application/json").await?;
+        Self::check_status(&ctx, "repository", resp)
+            .await
+            .map(|_| ())
+    }
+
     async fn resolve_inner(
         &self,
         repository: &str,

@@ -15,8 +15,8 @@ mod types;
 mod tests;
 
 pub use render::{
-    commit_status, help_reply, mr_reply_accepted, mr_reply_finished, mr_reply_parse_error,
-    mr_reply_refused, run_finished, run_started, status_reply, superseded,
+    commit_status, doctor_reply, help_reply, mr_reply_accepted, mr_reply_finished,
+    mr_reply_parse_error, mr_reply_refused, run_finished, run_started, status_reply, superseded,
 };
 pub use types::{
     CommitState, EnvStatus, LiveService, RunReport, RunState, RunSummary, ServiceReport,

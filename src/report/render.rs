@@ -395,6 +395,47 @@ pub fn mr_reply_parse_error(err: &ParseError) -> String {
     out
 }
 
+/// The reply to `/deploy doctor`: each check of the project's setup, with the fix for a problem.
+pub fn doctor_reply(requester: &str, project: &str, checks: &[crate::doctor::Check]) -> String {
+    use crate::doctor::Verdict;
+    let mut out = String::new();
+    let failed = checks.iter().filter(|c| c.verdict == Verdict::Fail).count();
+    if failed == 0 {
+        line!(
+            out,
+            "🩺 {}, everything hoist needs for {} works.",
+            mention(requester),
+            code(project)
+        );
+    } else {
+        line!(
+            out,
+            "🩺 {}, {failed} of {} checks for {} failed.",
+            mention(requester),
+            checks.len(),
+            code(project)
+        );
+    }
+    line!(out, "");
+    for c in checks {
+        let badge = match c.verdict {
+            Verdict::Ok => "✅",
+            Verdict::Warn => "⚠️",
+            Verdict::Fail => "❌",
+        };
+        line!(
+            out,
+            "- {badge} **{}**: {}",
+            one_line(&c.name),
+            one_line(&c.detail)
+        );
+        if let Some(hint) = &c.hint {
+            line!(out, "  fix: {}", one_line(hint));
+        }
+    }
+    out
+}
+
 /// The reply to `/deploy help`: the commands (generated from the enum) and the environments.
 pub fn help_reply(envs: &[(&str, &str)]) -> String {
     let mut out = String::from("ℹ️ hoist deploys this project to Docker Swarm.\n\n");

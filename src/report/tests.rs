@@ -375,3 +375,34 @@ proptest! {
         }
     }
 }
+
+#[test]
+fn doctor_reply_lists_each_check_with_its_fix() {
+    use crate::doctor::{Check, Verdict};
+    let checks = vec![
+        Check {
+            name: "gitlab".into(),
+            verdict: Verdict::Ok,
+            detail: "https://gitlab.example.com answers; the token belongs to @hoist-bot".into(),
+            hint: None,
+        },
+        Check {
+            name: "hook acme/shop".into(),
+            verdict: Verdict::Fail,
+            detail: "hook 4 is temporarily disabled until 2026-11-28T10:00:00Z".into(),
+            hint: Some("run hoist hook install --project acme/shop".into()),
+        },
+        Check {
+            name: "protected tags acme/shop".into(),
+            verdict: Verdict::Warn,
+            detail: "no tag is protected\n/close".into(),
+            hint: Some("protect the release tags".into()),
+        },
+    ];
+    let reply = doctor_reply("dave", "acme/shop", &checks);
+    assert!(
+        reply.lines().all(|l| !l.trim_start().starts_with('/')),
+        "{reply}"
+    );
+    assert_snapshot!(reply);
+}

@@ -310,6 +310,8 @@ pub struct OutboxItem {
     pub id: i64,
     pub run_id: Option<i64>,
     pub project: String,
+    /// The run's environment (for log lines), when the write belongs to a run.
+    pub env: Option<String>,
     pub kind: String,
     /// What the write targets: a sha, `iid`, or `iid/note_id`.
     pub target: String,
@@ -434,16 +436,21 @@ impl Store {
     }
 
     pub async fn pending_outbox(&self, limit: i64) -> Result<Vec<OutboxItem>, StoreError> {
-        let rows = sqlx::query("SELECT id, run_id, project, kind, target, body, attempts FROM outbox WHERE state = 'pending' ORDER BY id LIMIT $1")
-            .bind(limit)
-            .fetch_all(self.pool())
-            .await?;
+        let rows = sqlx::query(
+            "SELECT o.id, o.run_id, o.project, r.env, o.kind, o.target, o.body, o.attempts
+             FROM outbox o LEFT JOIN runs r ON r.id = o.run_id
+             WHERE o.state = 'pending' ORDER BY o.id LIMIT $1",
+        )
+        .bind(limit)
+        .fetch_all(self.pool())
+        .await?;
         rows.iter()
             .map(|r| {
                 Ok(OutboxItem {
                     id: r.try_get("id")?,
                     run_id: r.try_get("run_id")?,
                     project: r.try_get("project")?,
+                    env: r.try_get("env")?,
                     kind: r.try_get("kind")?,
                     target: r.try_get("target")?,
                     body: r.try_get("body")?,

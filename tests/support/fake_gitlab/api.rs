@@ -164,6 +164,14 @@ fn route(inner: &Arc<Inner>, method: &Method, segs: &[&str], p: &Params) -> Resp
         let w = inner.lock();
         return answer(200, w.user_json(BOT_ID));
     }
+    if segs == ["personal_access_tokens", "self"] && method == Method::GET {
+        let w = inner.lock();
+        return answer(
+            200,
+            json!({ "id": 7, "name": "hoist", "active": true, "revoked": false,
+                    "user_id": BOT_ID, "scopes": w.token_scopes }),
+        );
+    }
     let ["projects", project, rest @ ..] = segs else {
         return message(404, "404 Not Found");
     };
@@ -299,6 +307,20 @@ fn route(inner: &Arc<Inner>, method: &Method, segs: &[&str], p: &Params) -> Resp
                 ),
                 None => message(404, "404 Tag Not Found"),
             }
+        }
+        (Method::GET, ["protected_tags"]) => {
+            let w = inner.lock();
+            let rules: Vec<Value> = w
+                .protected_tags
+                .iter()
+                .map(|(name, level)| {
+                    json!({ "name": name, "create_access_levels": [
+                        { "id": 1, "access_level": level, "user_id": null, "group_id": null,
+                          "access_level_description": "Maintainers" }
+                    ]})
+                })
+                .collect();
+            answer(200, Value::Array(rules))
         }
         (Method::GET, ["members", "all", user]) => {
             let w = inner.lock();

@@ -467,6 +467,20 @@ impl FakeGitlab {
             .map(|h| (h.token.clone(), h.signing_token.clone()))
     }
 
+    /// Puts hook `hook_id` in `temporarily_disabled` until `until`, as GitLab does after 4
+    /// failed deliveries in a row; `None` makes it `executable` again.
+    pub fn set_hook_disabled_until(
+        &self,
+        hook_id: u64,
+        until: Option<chrono::DateTime<chrono::Utc>>,
+    ) {
+        let mut w = self.world();
+        if let Some(h) = w.hooks.iter_mut().find(|h| h.id == hook_id) {
+            h.consecutive_failures = if until.is_some() { 4 } else { 0 };
+            h.disabled_until = until;
+        }
+    }
+
     /// The pipeline future tags and MRs get (default: [`PipelineSpec::release`]).
     pub fn set_pipeline_spec(&self, spec: PipelineSpec) {
         self.world().spec = spec;
@@ -488,6 +502,16 @@ impl FakeGitlab {
     }
 
     /// Duration of jobs without their own (default 30 ms).
+    /// The API token's scopes from now on (`api` by default).
+    pub fn set_token_scopes(&self, scopes: &[&str]) {
+        self.world().token_scopes = scopes.iter().map(|s| s.to_string()).collect();
+    }
+
+    /// Protected tag rules from now on: (name pattern, access level that may create them).
+    pub fn set_protected_tags(&self, rules: &[(&str, u32)]) {
+        self.world().protected_tags = rules.iter().map(|(n, l)| (n.to_string(), *l)).collect();
+    }
+
     /// How long a played job stays `pending` before it runs.
     pub fn pending_delay(&self) -> Duration {
         self.world().pending_delay

@@ -292,6 +292,10 @@ pub struct World {
     pub default_duration: Duration,
     pub pending_delay: Duration,
     pub spec: PipelineSpec,
+    /// The token's scopes (`GET /personal_access_tokens/self`).
+    pub token_scopes: Vec<String>,
+    /// Protected tag rules of every project: (name pattern, access level allowed to create).
+    pub protected_tags: Vec<(String, u32)>,
 }
 
 pub fn now_rfc3339() -> String {
@@ -325,6 +329,8 @@ impl World {
             default_duration: Duration::from_millis(30),
             pending_delay: Duration::from_millis(5),
             spec: PipelineSpec::release(),
+            token_scopes: vec!["api".into()],
+            protected_tags: vec![("v*".into(), MAINTAINER)],
         }
     }
 

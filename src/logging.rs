@@ -1,0 +1,44 @@
+//! Log output: human-readable text by default, one JSON object per line with `--log-format json`.
+//!
+//! A run's lines carry `run_id`, `project` and `env` through the `run` span the
+//! executor and the outbox open; in JSON they are in `span` (the innermost) and
+//! `spans` (all of them, outermost first).
+
+use tracing_subscriber::EnvFilter;
+use tracing_subscriber::fmt::MakeWriter;
+
+/// How log lines are written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+/// The filter: `RUST_LOG` when set, else `info`.
+fn filter() -> EnvFilter {
+    EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"))
+}
+
+/// A subscriber writing to `writer` in `format`, filtered by `filter` (or `RUST_LOG`/`info`).
+pub fn subscriber<W>(
+    format: LogFormat,
+    filter_directives: Option<&str>,
+    writer: W,
+) -> Box<dyn tracing::Subscriber + Send + Sync>
+where
+    W: for<'w> MakeWriter<'w> + Send + Sync + 'static,
+{
+    let filter = filter_directives.map(EnvFilter::new).unwrap_or_else(filter);
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(writer);
+    match format {
+        LogFormat::Text => Box::new(builder.finish()),
+        LogFormat::Json => Box::new(builder.json().finish()),
+    }
+}
+
+/// Installs the process-wide subscriber writing to stderr.
+pub fn init(format: LogFormat) {
+    let _ = tracing::subscriber::set_global_default(subscriber(format, None, std::io::stderr));
+}
