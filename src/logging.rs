@@ -20,10 +20,12 @@ fn filter() -> EnvFilter {
 }
 
 /// A subscriber writing to `writer` in `format`, filtered by `filter` (or `RUST_LOG`/`info`).
+/// Text is coloured only when `ansi` (stderr is a terminal).
 pub fn subscriber<W>(
     format: LogFormat,
     filter_directives: Option<&str>,
     writer: W,
+    ansi: bool,
 ) -> Box<dyn tracing::Subscriber + Send + Sync>
 where
     W: for<'w> MakeWriter<'w> + Send + Sync + 'static,
@@ -31,7 +33,8 @@ where
     let filter = filter_directives.map(EnvFilter::new).unwrap_or_else(filter);
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(writer);
+        .with_writer(writer)
+        .with_ansi(ansi);
     match format {
         LogFormat::Text => Box::new(builder.finish()),
         LogFormat::Json => Box::new(builder.json().finish()),
@@ -40,5 +43,8 @@ where
 
 /// Installs the process-wide subscriber writing to stderr.
 pub fn init(format: LogFormat) {
-    let _ = tracing::subscriber::set_global_default(subscriber(format, None, std::io::stderr));
+    use std::io::IsTerminal;
+    let ansi = std::io::stderr().is_terminal();
+    let _ =
+        tracing::subscriber::set_global_default(subscriber(format, None, std::io::stderr, ansi));
 }

@@ -705,5 +705,15 @@ async fn deploy_doctor_replies_with_the_projects_checks() {
     assert!(sick.contains("1 of"), "{sick}");
     assert!(sick.contains("❌ **gitlab token**"), "{sick}");
     assert!(sick.contains("api scope"), "{sick}");
+
+    // The reply shows how hoist is set up: a reporter gets a refusal instead.
+    world.add_member("acme/shop", "rita", support::fake_gitlab::REPORTER);
+    world.comment_on_mr(mr.iid, "rita", "/deploy doctor").await;
+    world.wait_for(|w| bot_notes(w).len() == 3).await;
+    let refused = bot_notes(world).remove(2);
+    assert!(
+        refused.contains("developer") && !refused.contains("docker"),
+        "{refused}"
+    );
     assert_eq!(story.runs().await.len(), 1, "a question starts no run");
 }

@@ -44,6 +44,7 @@ async fn every_line_of_a_run_names_the_run_project_and_env() {
         LogFormat::Json,
         Some("hoist=debug"),
         buffer.clone(),
+        false,
     ))
     .expect("the only subscriber in this binary");
     let Some(story) = Story::start("logs").await else {

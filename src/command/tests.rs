@@ -321,3 +321,48 @@ fn should_consider_table() {
         assert_eq!(should_consider(&event, BOT), expected, "row {name:?}");
     }
 }
+
+/// Hostile input for the parser (the proptest twin of `fuzz/fuzz_targets/command.rs`).
+mod hostile {
+    use proptest::prelude::*;
+
+    use super::*;
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(512))]
+
+        /// Any note parses without panicking; a deploy names a known environment or none.
+        #[test]
+        fn arbitrary_notes_never_panic(note in "(.{0,20}(\n|/deploy |```|> |`)){0,8}.{0,20}") {
+            if let Some(Ok(Command::Deploy { env: Some(env) })) = parse(&note, ENVS) {
+                prop_assert!(ENVS.contains(&env.as_str()), "{env}");
+            }
+        }
+
+        /// A command inside a fenced block, inline code or a quote is never a command.
+        #[test]
+        fn quoted_or_fenced_commands_are_text(
+            env in prop::sample::select(ENVS.to_vec()),
+            before in "[a-z ]{0,20}",
+            wrap in 0usize..3,
+        ) {
+            let note = match wrap {
+                0 => format!("{before}\n```\n/deploy {env}\n```\n"),
+                1 => format!("{before} `/deploy {env}`"),
+                _ => format!("{before}\n> /deploy {env}\n"),
+            };
+            prop_assert_eq!(parse(&note, ENVS), None, "{}", note);
+        }
+
+        /// A command on its own line is found whatever text surrounds it.
+        #[test]
+        fn a_command_line_is_found_among_text(
+            env in prop::sample::select(ENVS.to_vec()),
+            before in "([a-z ]{0,20}\n){0,3}",
+            after in "(\n[a-z ]{0,20}){0,3}",
+        ) {
+            let note = format!("{before}/deploy {env}{after}");
+            prop_assert_eq!(parse(&note, ENVS), deploy(Some(env)), "{}", note);
+        }
+    }
+}

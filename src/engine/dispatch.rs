@@ -32,12 +32,13 @@ impl Write {
             body,
         }
     }
-    /// `/deploy doctor`: the reply is the project's checks, run when it is sent.
-    pub fn doctor(iid: i64, requester: &str) -> Write {
+    /// `/deploy doctor`: the reply is the project's checks, run when it is sent, for a
+    /// requester of at least Developer role (body: `USER_ID USERNAME`).
+    pub fn doctor(iid: i64, user_id: u64, username: &str) -> Write {
         Write {
             kind: "doctor",
             target: iid.to_string(),
-            body: requester.to_string(),
+            body: format!("{user_id} {username}"),
         }
     }
     pub fn react(iid: i64, note_id: i64, emoji: &str) -> Write {
@@ -314,7 +315,8 @@ impl Engine {
             Command::Doctor => {
                 // The checks run when the reply is sent (they call GitLab, Docker and the
                 // registries), not while the delivery is planned.
-                plan.writes.push(Write::doctor(iid, &username));
+                let user_id = user.map(|u| u.id.get()).unwrap_or(0);
+                plan.writes.push(Write::doctor(iid, user_id, &username));
             }
             Command::Deploy { env } => {
                 let manual: Vec<&EnvironmentConfig> = project
@@ -429,8 +431,15 @@ pub async fn apply(
         for w in &planned.writes {
             runs::enqueue(conn, Some(id), project, w.kind, &w.target, &w.body).await?;
         }
+        // Refused at planning (the run never starts) and superseded runs end here.
+        // Counted before the commit: a failed commit is retried and would count again,
+        // which only a store failure makes happen.
+        if run.state == runs::REFUSED {
+            crate::metrics::run_finished(&run.project, &run.env, runs::REFUSED);
+        }
         if run.state == runs::QUEUED {
             for older in runs::supersede_older(conn, &run.project, &run.env, id).await? {
+                crate::metrics::run_finished(&older.project, &older.env, runs::SUPERSEDED);
                 let older_report = super::reporting::report_of(&older, "");
                 let body = report::superseded(
                     &older_report,

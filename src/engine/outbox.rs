@@ -134,14 +134,29 @@ async fn send(engine: &Engine, item: &OutboxItem) -> Result<(), GitlabError> {
                     "project {project} is no longer configured"
                 )));
             };
-            let doctor = crate::doctor::Doctor {
-                config: &engine.config,
-                gitlab: gitlab.as_ref(),
-                registry: &engine.registry,
-                swarm: &engine.swarm,
+            let (user_id, username) = item.body.split_once(' ').unwrap_or(("0", &item.body));
+            let user = crate::events::UserId::from(user_id.parse::<u64>().unwrap_or(0));
+            // The reply shows how hoist is set up (hosts, hook state): developers and up only.
+            let minimum = crate::config::Role::Developer;
+            let level = gitlab.member_role(project, user).await?.unwrap_or(0);
+            let body = if level < minimum.access_level() {
+                crate::report::mr_reply_refused(
+                    username,
+                    &format!(
+                        "/deploy doctor shows how hoist is set up; it needs at least the {} role",
+                        crate::policy::role_name(minimum)
+                    ),
+                )
+            } else {
+                let doctor = crate::doctor::Doctor {
+                    config: &engine.config,
+                    gitlab: gitlab.as_ref(),
+                    registry: &engine.registry,
+                    swarm: &engine.swarm,
+                };
+                let checks = doctor.project(config).await;
+                crate::report::doctor_reply(username, project, &checks)
             };
-            let checks = doctor.project(config).await;
-            let body = crate::report::doctor_reply(&item.body, project, &checks);
             gitlab.reply_on_mr(project, iid, &body).await.map(|_| ())
         }
         "react" => {

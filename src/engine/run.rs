@@ -259,9 +259,10 @@ impl RunCtx<'_> {
                     match gitlab.merge_request(project, iid as u64).await {
                         Ok(mr) => {
                             from_fork = mr.is_from_fork();
-                            // Deploy what the MR's head is now.
+                            // The request named the head it was made on: that commit is what
+                            // the requester saw, so it is what deploys (a newer head needs a new request).
                             if mr.sha.as_str() != self.run.sha {
-                                tracing::info!(from = %self.run.sha, to = %mr.sha, "merge request head moved; deploying the new head");
+                                tracing::info!(requested = %self.run.sha, head = %mr.sha, "merge request head moved since the request; deploying the requested commit");
                             }
                         }
                         Err(e) => return Err(fail("check", e.to_string())),

@@ -192,3 +192,77 @@ mod tests {
         assert_eq!(verify_token(b"s3cret", None), Err(AuthError::TokenMissing));
     }
 }
+
+/// Hostile input for the signature check (the proptest twin of `fuzz/fuzz_targets/signature.rs`).
+#[cfg(test)]
+mod hostile {
+    use proptest::prelude::*;
+
+    use super::*;
+
+    const KEY: &[u8] = b"0123456789abcdef0123456789abcdef";
+    const NOW: i64 = 1_700_000_000;
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(512))]
+
+        /// Arbitrary headers and bodies never panic, and never pass without the key.
+        #[test]
+        fn arbitrary_headers_never_verify(
+            id in ".{0,40}",
+            ts in "[0-9]{0,12}|.{0,12}",
+            sig in "(v1,[A-Za-z0-9+/=]{0,60} ?){0,4}|.{0,120}",
+            body in prop::collection::vec(any::<u8>(), 0..256),
+        ) {
+            let headers = AuthHeaders {
+                gitlab_token: None,
+                webhook_id: Some(&id),
+                webhook_timestamp: Some(&ts),
+                webhook_signature: Some(&sig),
+            };
+            prop_assert!(verify_signature(KEY, &headers, &body, NOW).is_err());
+        }
+
+        /// A signed body verifies; flipping any bit of it does not; a valid signature
+        /// among junk ones still verifies.
+        #[test]
+        fn only_the_signed_body_verifies(
+            id in "msg_[a-zA-Z0-9]{1,24}",
+            body in prop::collection::vec(any::<u8>(), 1..256),
+            flip in any::<prop::sample::Index>(),
+            bit in 0u8..8,
+            skew in -SIGNATURE_TOLERANCE_SECS..=SIGNATURE_TOLERANCE_SECS,
+            junk in prop::collection::vec("v1,[A-Za-z0-9+/]{43}=", 0..3),
+        ) {
+            let ts = (NOW + skew).to_string();
+            let good = sign(KEY, &id, NOW + skew, &body);
+            let mut list = junk.clone();
+            list.push(good);
+            let sig = list.join(" ");
+            let headers = AuthHeaders {
+                gitlab_token: None,
+                webhook_id: Some(&id),
+                webhook_timestamp: Some(&ts),
+                webhook_signature: Some(&sig),
+            };
+            prop_assert_eq!(verify_signature(KEY, &headers, &body, NOW), Ok(()));
+            let mut tampered = body.clone();
+            tampered[flip.index(body.len())] ^= 1 << bit;
+            prop_assert_eq!(
+                verify_signature(KEY, &headers, &tampered, NOW),
+                Err(AuthError::SignatureMismatch)
+            );
+            prop_assert_eq!(
+                verify_signature(KEY, &headers, &body, NOW + 2 * SIGNATURE_TOLERANCE_SECS + 1),
+                Err(AuthError::Expired)
+            );
+        }
+
+        /// The token check accepts exactly the token.
+        #[test]
+        fn only_the_token_passes(expected in "[ -~]{1,40}", got in prop::collection::vec(any::<u8>(), 0..48)) {
+            let result = verify_token(expected.as_bytes(), Some(&got));
+            prop_assert_eq!(result.is_ok(), got == expected.as_bytes());
+        }
+    }
+}
