@@ -717,3 +717,52 @@ async fn deploy_doctor_replies_with_the_projects_checks() {
     );
     assert_eq!(story.runs().await.len(), 1, "a question starts no run");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn deploy_asked_while_the_build_runs_plays_manifest_once_it_waits() {
+    use support::fake_gitlab::{DEVELOPER, JobSpec, PipelineSpec};
+    let Some(story) = Story::start("early").await else {
+        return;
+    };
+    let world = &story.world;
+    world.add_member("acme/shop", "dave", DEVELOPER);
+    // The build is still running when dave asks: manifest is `created`, not yet `manual`.
+    world.set_pipeline_spec(PipelineSpec {
+        jobs: vec![
+            JobSpec::auto("build", "build-amd64"),
+            JobSpec::manual("manifest", "manifest"),
+            JobSpec::manual("deploy", "deploy").environment("staging"),
+        ],
+    });
+    world.set_job_duration("build-amd64", Duration::from_millis(1500));
+    let mr = world
+        .open_mr("acme/shop", "acme/shop", "feature-early", "dave")
+        .await;
+    assert_eq!(world.job(mr.pipeline_id, "manifest").status, "created");
+    world.comment_on_mr(mr.iid, "dave", "/deploy staging").await;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let run = loop {
+        let runs = story.runs().await;
+        if let Some(r) = runs.iter().find(|r| {
+            r["sha"] == mr.sha.as_str()
+                && !["queued", "running"].contains(&r["state"].as_str().unwrap_or(""))
+        }) {
+            break r.clone();
+        }
+        assert!(Instant::now() < deadline, "the run never ended: {runs:#?}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert_eq!(run["state"], "succeeded", "{run:#}");
+    assert!(
+        run["steps"][0]["detail"]
+            .as_str()
+            .is_some_and(|d| d.contains("waited for earlier stages")),
+        "{run:#}"
+    );
+    assert_eq!(
+        world.calls("jobs/:id/play"),
+        2,
+        "manifest once it waited, then deploy: {:#?}",
+        world.call_log()
+    );
+}

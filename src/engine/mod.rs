@@ -117,12 +117,13 @@ impl Engine {
         }
     }
 
-    /// A Job or Pipeline hook reported these jobs' statuses: a wait on one that finished
-    /// re-reads its job now (the API is the authority; the hook only says when to look).
+    /// A Job or Pipeline hook reported these jobs' statuses: a wait on one that finished (or
+    /// became manual) re-reads its job now (the API is the authority; the hook only says when to look).
     pub fn job_event(&self, jobs: impl IntoIterator<Item = (JobId, Status)>) {
         let finished: Vec<u64> = jobs
             .into_iter()
-            .filter(|(_, status)| status.is_finished())
+            // Finished jobs end waits; a manual one may be waited on to be played.
+            .filter(|(_, status)| status.is_finished() || *status == Status::Manual)
             .map(|(id, _)| id.get())
             .collect();
         if finished.is_empty() {

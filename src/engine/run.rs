@@ -573,9 +573,13 @@ impl RunCtx<'_> {
                     ),
                 ));
             }
+            // Earlier stages still run (a `/deploy` right after a push): wait until the job
+            // becomes manual, then play it.
+            Status::Created => format!("job {} {} waited for earlier stages", job.name, job.id),
             _ => format!("job {} {} was already started", job.name, job.id),
         };
-        let done = self.wait_job(step, &job).await?;
+        let play_when_manual = job.status == Status::Created;
+        let done = self.wait_job(step, &job, play_when_manual).await?;
         self.end_step(
             step,
             "succeeded",
@@ -587,13 +591,30 @@ impl RunCtx<'_> {
     }
 
     /// Waits for a job to succeed: woken by Job/Pipeline hooks, polling as a fallback.
-    async fn wait_job(&self, step: &'static str, job: &Job) -> Result<Job, Stop> {
+    /// With `play_when_manual`, a job that reaches `manual` (its earlier stages passed) is
+    /// played once.
+    async fn wait_job(
+        &self,
+        step: &'static str,
+        job: &Job,
+        mut play_when_manual: bool,
+    ) -> Result<Job, Stop> {
         let deadline = Instant::now() + self.engine.options.job_timeout;
         let mut events = self.engine.job_events();
         let _ = self.engine.take_finished(job.id);
         loop {
             match self.engine.gitlab.job(&self.project.path, job.id).await {
                 Ok(j) if j.status == Status::Success => return Ok(j),
+                Ok(j) if j.status == Status::Manual && play_when_manual => {
+                    play_when_manual = false;
+                    if let Err(e) = self.engine.gitlab.play_job(&self.project.path, j.id).await {
+                        return Err(fail(
+                            step,
+                            format!("cannot play job {} ({}): {e}", j.name, j.web_url),
+                        ));
+                    }
+                    continue;
+                }
                 Ok(j)
                     if matches!(
                         j.status,
