@@ -139,6 +139,26 @@ async fn a_failed_manifest_job_fails_the_run_and_never_plays_deploy() {
             .is_err(),
         "no service was created"
     );
+    // A new pipeline for the same tag (the job fixed, "Run pipeline") deploys it.
+    world.set_job_outcome("manifest", Outcome::Success);
+    let retried = world.run_tag_pipeline("acme/shop", "v2.0.0").await;
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let run = loop {
+        let runs = story.runs().await;
+        if let Some(r) = runs.iter().find(|r| {
+            r["pipeline_id"] == retried.0
+                && ["succeeded", "failed"].contains(&r["state"].as_str().unwrap_or(""))
+        }) {
+            break r.clone();
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no run for the new pipeline: {runs:#?}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert_eq!(run["state"], "succeeded", "{run:#}");
+    assert!(story.service_image().contains(":v2.0.0@sha256:"));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -413,12 +413,17 @@ pub async fn apply(
         let run = &planned.run;
         if run.state == runs::QUEUED {
             // One run per commit: a run for this commit that is not superseded already covers it
-            // (repeated and out-of-order hooks land here). A manual request may retry a finished one.
+            // (repeated and out-of-order hooks land here). A manual request may retry a finished
+            // one, and so may a new pipeline of the commit (a retried pipeline, a second tag).
             let existing = runs::runs_for_commit(conn, &run.project, &run.env, &run.sha).await?;
             let covered = existing.iter().any(|r| match r.state.as_str() {
                 runs::QUEUED | runs::RUNNING => true,
                 runs::SUPERSEDED | runs::REFUSED => false,
-                _ => run.trigger != "mr_comment" && run.trigger != "cli",
+                _ => match run.trigger.as_str() {
+                    "mr_comment" | "cli" => false,
+                    "tag" => r.pipeline_id == run.pipeline_id,
+                    _ => true,
+                },
             });
             if covered {
                 continue;

@@ -585,6 +585,30 @@ impl FakeGitlab {
     }
 
     /// Deletes a tag (Tag Push Hook with `after` all zeros, `checkout_sha: null`).
+    /// Runs a new pipeline for an existing tag (GitLab's "Run pipeline" / a retried pipeline);
+    /// sends its Pipeline Hook. Returns the new pipeline's id.
+    pub async fn run_tag_pipeline(&self, project: &str, tag: &str) -> PipelineId {
+        let pid = {
+            let mut w = self.world();
+            let p = w.ensure_project(project);
+            let sha = w
+                .tags
+                .get(&(p, tag.to_string()))
+                .map(|t| t.sha.clone())
+                .unwrap_or_else(|| panic!("fake GitLab: no tag {tag}"));
+            let user = w.ensure_user("alice");
+            let spec = w.spec.clone();
+            let (pid, to_run) = w.create_pipeline(p, tag, true, &sha, "web", None, user, &spec);
+            announce(&self.inner, &mut w, Announce::Pipeline(pid));
+            for j in to_run {
+                start_job(&self.inner, &mut w, j, user);
+            }
+            pid
+        };
+        self.flush().await;
+        PipelineId(pid)
+    }
+
     pub async fn delete_tag(&self, project: &str, tag: &str) {
         {
             let mut w = self.world();
