@@ -99,10 +99,13 @@ pub async fn run_with(
 
     let addr = listener.local_addr().ok();
     tracing::info!(listen = ?addr, projects = config.projects.len(), "hoist serving");
-    axum::serve(listener, app)
-        .with_graceful_shutdown(shutdown)
-        .await
-        .context("http server failed")?;
+    axum::serve(
+        listener,
+        app.into_make_service_with_connect_info::<std::net::SocketAddr>(),
+    )
+    .with_graceful_shutdown(shutdown)
+    .await
+    .context("http server failed")?;
     tracing::info!("stopped accepting; draining");
 
     // The router (and with it every Writer clone) is gone: the writer drains and ends.

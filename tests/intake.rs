@@ -508,3 +508,69 @@ async fn sigterm_finishes_in_flight_requests_and_exits_cleanly() {
         assert!(keys.contains(k), "{k} was answered 200 but is not stored");
     }
 }
+
+#[tokio::test]
+async fn a_flood_of_refused_deliveries_is_cut_off_per_address_without_slowing_gitlab() {
+    use hoist::webhook::limit::MAX_FAILURES;
+    let hoist = Hoist::start(Options::default()).await;
+    let tp = Some("Tag Push Hook");
+    let ok = body("tag_push", "acme/shop", "");
+    // The attacker comes from another loopback address than "GitLab" (127.0.0.1).
+    let attacker = reqwest::Client::builder()
+        .no_proxy()
+        .local_address(std::net::IpAddr::from([127, 0, 0, 2]))
+        .build()
+        .expect("client");
+    let flood = |n: usize| {
+        let attacker = attacker.clone();
+        let url = hoist.url("/hooks/gitlab");
+        let ok = ok.clone();
+        async move {
+            let mut statuses = Vec::new();
+            for _ in 0..n {
+                let resp = attacker
+                    .post(&url)
+                    .header("X-Gitlab-Event", "Tag Push Hook")
+                    .header("X-Gitlab-Token", "guessing")
+                    .body(ok.clone())
+                    .send()
+                    .await
+                    .expect("flood");
+                statuses.push(resp.status().as_u16());
+            }
+            statuses
+        }
+    };
+    let statuses = flood(MAX_FAILURES as usize + 20).await;
+    assert!(
+        statuses[..MAX_FAILURES as usize].iter().all(|s| *s == 401),
+        "refused as unauthorized until the limit: {statuses:?}"
+    );
+    assert!(
+        statuses[MAX_FAILURES as usize..].iter().all(|s| *s == 429),
+        "then cut off: {statuses:?}"
+    );
+    // GitLab's authentic deliveries, from its own address, go through meanwhile.
+    let right = token(TOKEN);
+    let (_, (status, _)) = tokio::join!(flood(50), hoist.post(tp, ok.clone(), &right));
+    assert_eq!(status, 200);
+    // Even the right token from the limited address waits out the window.
+    let resp = attacker
+        .post(hoist.url("/hooks/gitlab"))
+        .header("X-Gitlab-Event", "Tag Push Hook")
+        .header("X-Gitlab-Token", TOKEN)
+        .body(ok.clone())
+        .send()
+        .await
+        .expect("post");
+    assert_eq!(resp.status().as_u16(), 429);
+    let (_, metrics) = hoist.get("/metrics", None).await;
+    assert!(
+        metrics
+            .lines()
+            .any(|l| l.starts_with("hoist_webhook_deliveries_total")
+                && l.contains("outcome=\"rate_limited\"")),
+        "{metrics}"
+    );
+    hoist.assert_no_secrets();
+}

@@ -5,14 +5,16 @@
 //! delivery is committed. The worker does everything else.
 
 pub mod auth;
+pub mod limit;
 pub mod writer;
 
 use std::collections::HashMap;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::{Arc, RwLock};
 use std::time::Instant;
 
 use axum::body::{Body, Bytes};
-use axum::extract::State;
+use axum::extract::{ConnectInfo, Request, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
@@ -30,6 +32,8 @@ pub struct Receiver {
     writer: Writer,
     /// Numeric project ids seen on authentic deliveries, for hooks that carry only `project_id`.
     learned_ids: RwLock<HashMap<u64, usize>>,
+    /// Refused deliveries per source address.
+    failures: limit::FailureLimiter,
 }
 
 impl Receiver {
@@ -38,6 +42,7 @@ impl Receiver {
             config,
             writer,
             learned_ids: RwLock::new(HashMap::new()),
+            failures: limit::FailureLimiter::default(),
         }
     }
 
@@ -135,11 +140,32 @@ fn answer(status: StatusCode, body: &'static str) -> Response {
 }
 
 /// The axum handler for `POST /hooks/gitlab`.
-pub async fn receive(State(rx): State<Arc<Receiver>>, headers: HeaderMap, body: Body) -> Response {
+pub async fn receive(State(rx): State<Arc<Receiver>>, request: Request) -> Response {
     let started = Instant::now();
+    // The peer address (absent when served without connect info, as in some tests).
+    let source: Option<IpAddr> = request
+        .extensions()
+        .get::<ConnectInfo<SocketAddr>>()
+        .map(|c| c.0.ip());
+    let (parts, body) = request.into_parts();
+    let headers = parts.headers;
     let event = header(&headers, "x-gitlab-event");
     let label = event_label(event);
+    if source.is_some_and(|s| !rx.failures.allows(s, started)) {
+        metrics::webhook_delivery(label, "rate_limited", started.elapsed());
+        return answer(
+            StatusCode::TOO_MANY_REQUESTS,
+            "too many refused deliveries from this address\n",
+        );
+    }
     let (outcome, response) = handle(&rx, &headers, event, body).await;
+    if let Some(source) = source {
+        match outcome {
+            "accepted" | "ignored" | "duplicate" => rx.failures.succeeded(source),
+            "unavailable" => {}
+            _ => rx.failures.failed(source, started),
+        }
+    }
     metrics::webhook_delivery(label, outcome, started.elapsed());
     response
 }
