@@ -68,8 +68,28 @@ pub async fn send_pending(engine: &Engine) -> Result<bool, crate::store::StoreEr
 }
 
 /// Sends one item and records the answer; true when a transient failure should pause the outbox.
+///
+/// A comment or MR note is marked `sending` before it goes out. One found `sending` was
+/// maybe posted by an attempt whose answer was lost (hoist stopped): GitLab is asked
+/// first, so it is never posted twice. Statuses and reactions are idempotent.
 async fn send_one(engine: &Engine, item: &OutboxItem) -> Result<bool, crate::store::StoreError> {
-    match send(engine, item).await {
+    let comment = matches!(item.kind.as_str(), "commit_comment" | "mr_note");
+    let result = if comment && item.state == "sending" {
+        match already_posted(engine, item).await {
+            Ok(true) => {
+                tracing::info!(outbox = item.id, kind = %item.kind, "already posted before hoist stopped; not posting again");
+                Ok(())
+            }
+            Ok(false) => send(engine, item).await,
+            Err(e) => Err(e),
+        }
+    } else {
+        if comment {
+            engine.store.mark_sending(item.id).await?;
+        }
+        send(engine, item).await
+    };
+    match result {
         Ok(()) => engine.store.outbox_result(item.id, "sent", None).await?,
         Err(e) if e.is_transient() && item.attempts + 1 < MAX_ATTEMPTS => {
             tracing::warn!(outbox = item.id, kind = %item.kind, error = %e, "GitLab write failed; will retry");
@@ -174,6 +194,24 @@ async fn send(engine: &Engine, item: &OutboxItem) -> Result<(), GitlabError> {
             "unknown outbox kind {other}"
         ))),
     }
+}
+
+/// Whether GitLab already has the comment `item` would post (same body, by hoist's user).
+async fn already_posted(engine: &Engine, item: &OutboxItem) -> Result<bool, GitlabError> {
+    let project = item.project.as_str();
+    let existing = match item.kind.as_str() {
+        "commit_comment" => {
+            engine
+                .gitlab
+                .commit_comments(project, &CommitSha::from(item.target.clone()))
+                .await?
+        }
+        _ => engine.gitlab.mr_notes(project, mr_iid(item)?).await?,
+    };
+    let bot = engine.bot().map(|u| u.username.as_str());
+    Ok(existing
+        .iter()
+        .any(|c| c.body.trim() == item.body.trim() && bot.is_none_or(|b| c.author == b)))
 }
 
 fn parse_iid(text: &str) -> Result<u64, GitlabError> {

@@ -11,14 +11,14 @@ use gitlab::api::projects::hooks::Hooks;
 use gitlab::api::projects::jobs::{Job as JobEndpoint, PlayJob};
 use gitlab::api::projects::members::AllProjectMember;
 use gitlab::api::projects::merge_requests::MergeRequest as MrEndpoint;
-use gitlab::api::projects::merge_requests::notes::CreateMergeRequestNote;
 use gitlab::api::projects::merge_requests::notes::awards::CreateMergeRequestNoteAward;
+use gitlab::api::projects::merge_requests::notes::{CreateMergeRequestNote, MergeRequestNotes};
 use gitlab::api::projects::pipelines::{
     Pipeline as PipelineEndpoint, PipelineJobs, PipelineOrderBy, Pipelines,
 };
 use gitlab::api::projects::protected_tags::ProtectedTags;
 use gitlab::api::projects::repository::commits::{
-    CommentOnCommit, CommitStatusState, CreateCommitStatus,
+    CommentOnCommit, CommitComments, CommitStatusState, CreateCommitStatus,
 };
 use gitlab::api::projects::repository::tags::Tag as TagEndpoint;
 use gitlab::api::users::CurrentUser;
@@ -29,8 +29,8 @@ use serde::de::DeserializeOwned;
 use super::client::{ClientError, HttpClient};
 use super::endpoints::HookEndpoint;
 use super::{
-    CommitState, GitLab, GitlabError, Hook, HookId, HookSpec, Job, MergeRequest, NoteId, Pipeline,
-    ProjectInfo, ProtectedTag, STATUS_DESCRIPTION_MAX, Tag, User, truncate,
+    Comment, CommitState, GitLab, GitlabError, Hook, HookId, HookSpec, Job, MergeRequest, NoteId,
+    Pipeline, ProjectInfo, ProtectedTag, STATUS_DESCRIPTION_MAX, Tag, User, truncate,
 };
 use crate::events::{CommitSha, JobId, PipelineId, ProjectId, Status, UserId};
 
@@ -211,6 +211,29 @@ struct RawMember {
 }
 
 #[derive(Deserialize)]
+struct RawAuthor {
+    #[serde(default)]
+    username: String,
+}
+
+/// A commit comment (`note`) or an MR note (`body`).
+#[derive(Deserialize)]
+struct RawComment {
+    #[serde(default, alias = "note")]
+    body: String,
+    author: Option<RawAuthor>,
+}
+
+impl From<RawComment> for Comment {
+    fn from(c: RawComment) -> Comment {
+        Comment {
+            author: c.author.map(|a| a.username).unwrap_or_default(),
+            body: c.body,
+        }
+    }
+}
+
+#[derive(Deserialize)]
 struct RawToken {
     #[serde(default)]
     scopes: Vec<String>,
@@ -304,6 +327,26 @@ impl GitLab for HttpClient {
             id: UserId(u.id),
             username: u.username,
         })
+    }
+
+    async fn commit_comments(&self, p: &str, sha: &CommitSha) -> Result<Vec<Comment>, GitlabError> {
+        let e = CommitComments::builder()
+            .project(project(p))
+            .commit(sha.as_str())
+            .build()
+            .map_err(build_err)?;
+        let raw: Vec<RawComment> = self.all_pages(e).await?;
+        Ok(raw.into_iter().map(Comment::from).collect())
+    }
+
+    async fn mr_notes(&self, p: &str, iid: u64) -> Result<Vec<Comment>, GitlabError> {
+        let e = MergeRequestNotes::builder()
+            .project(project(p))
+            .merge_request(iid)
+            .build()
+            .map_err(build_err)?;
+        let raw: Vec<RawComment> = self.all_pages(e).await?;
+        Ok(raw.into_iter().map(Comment::from).collect())
     }
 
     async fn token_scopes(&self) -> Result<Vec<String>, GitlabError> {

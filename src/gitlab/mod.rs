@@ -67,6 +67,13 @@ pub struct User {
     pub username: String,
 }
 
+/// A comment or note as listed (who wrote it and what).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Comment {
+    pub author: String,
+    pub body: String,
+}
+
 /// A protected tag rule: which tags it covers and who may create them.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ProtectedTag {
@@ -315,6 +322,16 @@ pub trait GitLab: Send + Sync {
     /// A note on a merge request; returns its id (to react to, or for links).
     async fn reply_on_mr(&self, project: &str, iid: u64, body: &str)
     -> Result<NoteId, GitlabError>;
+
+    /// The comments on a commit, oldest first (all pages).
+    async fn commit_comments(
+        &self,
+        project: &str,
+        sha: &CommitSha,
+    ) -> Result<Vec<Comment>, GitlabError>;
+
+    /// The notes of a merge request (all pages).
+    async fn mr_notes(&self, project: &str, iid: u64) -> Result<Vec<Comment>, GitlabError>;
 
     /// An award emoji (`eyes`, `rocket`, `x`) on an MR note.
     async fn react(

@@ -313,6 +313,9 @@ pub struct OutboxItem {
     /// The run's environment (for log lines), when the write belongs to a run.
     pub env: Option<String>,
     pub kind: String,
+    /// `pending`, or `sending` when an attempt may have reached GitLab without its answer
+    /// being recorded (hoist stopped in between).
+    pub state: String,
     /// What the write targets: a sha, `iid`, or `iid/note_id`.
     pub target: String,
     pub body: String,
@@ -437,9 +440,9 @@ impl Store {
 
     pub async fn pending_outbox(&self, limit: i64) -> Result<Vec<OutboxItem>, StoreError> {
         let rows = sqlx::query(
-            "SELECT o.id, o.run_id, o.project, r.env, o.kind, o.target, o.body, o.attempts
+            "SELECT o.id, o.run_id, o.project, r.env, o.kind, o.state, o.target, o.body, o.attempts
              FROM outbox o LEFT JOIN runs r ON r.id = o.run_id
-             WHERE o.state = 'pending' ORDER BY o.id LIMIT $1",
+             WHERE o.state IN ('pending', 'sending') ORDER BY o.id LIMIT $1",
         )
         .bind(limit)
         .fetch_all(self.pool())
@@ -452,12 +455,23 @@ impl Store {
                     project: r.try_get("project")?,
                     env: r.try_get("env")?,
                     kind: r.try_get("kind")?,
+                    state: r.try_get("state")?,
                     target: r.try_get("target")?,
                     body: r.try_get("body")?,
                     attempts: r.try_get("attempts")?,
                 })
             })
             .collect()
+    }
+
+    /// Records the intent to send an item: if hoist stops before the answer is recorded, the
+    /// next attempt first checks whether GitLab has it.
+    pub async fn mark_sending(&self, id: i64) -> Result<(), StoreError> {
+        sqlx::query("UPDATE outbox SET state = 'sending' WHERE id = $1")
+            .bind(id)
+            .execute(self.pool())
+            .await?;
+        Ok(())
     }
 
     /// Marks an outbox item `sent`, or `failed` for good, or bumps its attempts.

@@ -40,12 +40,24 @@ pub struct Story {
     pub image: String,
     pub client: reqwest::Client,
     stop: Option<tokio::sync::oneshot::Sender<()>>,
+    /// hoist as a child process ([`Story::start_binary`]), to be killed and restarted.
+    child: Option<std::process::Child>,
     pub config_path: std::path::PathBuf,
     _dir: tempfile::TempDir,
 }
 
 impl Story {
     pub async fn start(label: &str) -> Option<Story> {
+        Story::start_with(label, false).await
+    }
+
+    /// The story with hoist running as the real binary (`hoist serve`), which
+    /// [`Story::kill`] and [`Story::restart`] can SIGKILL and start again on the same store.
+    pub async fn start_binary(label: &str) -> Option<Story> {
+        Story::start_with(label, true).await
+    }
+
+    async fn start_with(label: &str, binary: bool) -> Option<Story> {
         let env = test_env()?;
         let world = FakeGitlab::start().await;
         let service = unique_name(label);
@@ -113,14 +125,18 @@ webhook_token = "env:WH"
             outbox_retry: Duration::from_millis(200),
         };
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-        tokio::spawn(hoist::server::run_with(
-            config,
-            listener,
-            options,
-            async move {
-                let _ = stopped.await;
-            },
-        ));
+        if binary {
+            drop(listener);
+        } else {
+            tokio::spawn(hoist::server::run_with(
+                config,
+                listener,
+                options,
+                async move {
+                    let _ = stopped.await;
+                },
+            ));
+        }
         world.add_hook(
             "acme/shop",
             &format!("http://127.0.0.1:{port}/hooks/gitlab"),
@@ -157,7 +173,7 @@ webhook_token = "env:WH"
             .no_proxy()
             .build()
             .expect("client");
-        Some(Story {
+        let mut story = Story {
             world,
             env,
             port,
@@ -165,9 +181,64 @@ webhook_token = "env:WH"
             image,
             client,
             stop: Some(stop),
+            child: None,
             config_path,
             _dir: dir,
-        })
+        };
+        if binary {
+            story.restart().await;
+        }
+        Some(story)
+    }
+
+    /// SIGKILLs the hoist binary.
+    pub fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// Starts the hoist binary on the story's config and store; returns once it answers.
+    pub async fn restart(&mut self) {
+        self.kill();
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self._dir.path().join("hoist.log"))
+            .expect("log file");
+        let child = std::process::Command::new(env!("CARGO_BIN_EXE_hoist"))
+            .args(["serve", "--config"])
+            .arg(&self.config_path)
+            .env("GL", support::GITLAB_TOKEN)
+            .env("WH", support::TOKEN)
+            .env("RUST_LOG", "hoist=debug")
+            .stdout(log.try_clone().expect("log"))
+            .stderr(log)
+            .spawn()
+            .expect("start hoist");
+        self.child = Some(child);
+        let deadline = Instant::now() + Duration::from_secs(30);
+        let url = format!("http://127.0.0.1:{}/healthz", self.port);
+        while !self
+            .client
+            .get(&url)
+            .send()
+            .await
+            .is_ok_and(|r| r.status().is_success())
+        {
+            assert!(
+                Instant::now() < deadline,
+                "hoist never answered: {}",
+                self.logs()
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// What the hoist binary logged so far.
+    pub fn logs(&self) -> String {
+        std::fs::read_to_string(self._dir.path().join("hoist.log")).unwrap_or_default()
     }
 
     pub async fn runs(&self) -> Vec<serde_json::Value> {
@@ -231,6 +302,7 @@ webhook_token = "env:WH"
 
 impl Drop for Story {
     fn drop(&mut self) {
+        self.kill();
         if let Some(stop) = self.stop.take() {
             let _ = stop.send(());
         }

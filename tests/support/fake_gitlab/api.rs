@@ -335,6 +335,29 @@ fn route(inner: &Arc<Inner>, method: &Method, segs: &[&str], p: &Params) -> Resp
                 None => message(404, "404 Not found"),
             }
         }
+        (Method::GET, ["repository", "commits", sha, "comments"]) => {
+            let w = inner.lock();
+            let list: Vec<Value> = w
+                .notes
+                .iter()
+                .filter(|n| {
+                    n.project_id == project_id && n.noteable == Noteable::Commit(sha.to_string())
+                })
+                .map(|n| json!({ "note": n.body, "author": { "username": n.author } }))
+                .collect();
+            answer(200, Value::Array(list))
+        }
+        (Method::GET, ["merge_requests", iid, "notes"]) => {
+            let w = inner.lock();
+            let iid = num(iid).unwrap_or(0);
+            let list: Vec<Value> = w
+                .notes
+                .iter()
+                .filter(|n| n.project_id == project_id && n.noteable == Noteable::Mr(iid))
+                .map(|n| json!({ "id": n.id, "body": n.body, "author": { "username": n.author } }))
+                .collect();
+            answer(200, Value::Array(list))
+        }
         (Method::POST, ["repository", "commits", sha, "comments"]) => {
             let Some(note) = p.get("note").filter(|n| !n.is_empty()) else {
                 return message(400, "400 Bad request - note is missing");

@@ -1,0 +1,60 @@
+//! Crash safety: hoist SIGKILLed mid-run (the real binary) and restarted on the same store.
+
+mod story_support;
+mod support;
+mod swarm_support;
+
+use std::time::Duration;
+
+use story_support::Story;
+use support::fake_gitlab::Fault;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigkill_while_a_comment_is_in_flight_posts_it_once_and_finishes_the_run_once() {
+    let Some(mut story) = Story::start_binary("crash").await else {
+        return;
+    };
+    // GitLab stores the first comment but answers only after 3 s: hoist dies before it hears.
+    story.world.fault(
+        "POST projects/:id/repository/commits/:sha/comments",
+        Fault::DelayAnswer(Duration::from_secs(3)),
+    );
+    let tag = story.world.push_tag("acme/shop", "v1.0.0", true).await;
+    story
+        .world
+        .wait_for(|w| w.commit_comments(&tag.sha).len() == 1)
+        .await;
+    story.kill();
+
+    story.restart().await;
+    let run = story.finished_run(&tag.sha).await;
+    assert_eq!(run["state"], "succeeded", "{run:#}\n{}", story.logs());
+    story
+        .world
+        .wait_for(|w| w.commit_comments(&tag.sha).len() >= 2)
+        .await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let comments = story.world.commit_comments(&tag.sha);
+    assert_eq!(comments.len(), 2, "each comment once: {comments:#?}");
+    assert_eq!(
+        story.world.calls("POST projects/:id/jobs/:id/play"),
+        2,
+        "manifest and deploy played once each: {:#?}",
+        story.world.call_log()
+    );
+    let logs = story.logs();
+    assert!(
+        logs.contains("already posted before hoist stopped"),
+        "the restarted hoist checked GitLab first:\n{logs}"
+    );
+    assert!(
+        story
+            .service_image()
+            .starts_with(&format!("{}:v1.0.0@sha256:", story.image)),
+        "{}",
+        story.service_image()
+    );
+    for secret in support::secrets() {
+        assert!(!logs.contains(&secret), "a secret in hoist's log");
+    }
+}
