@@ -58,3 +58,58 @@ async fn sigkill_while_a_comment_is_in_flight_posts_it_once_and_finishes_the_run
         assert!(!logs.contains(&secret), "a secret in hoist's log");
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigkill_mid_convergence_follows_the_update_instead_of_making_a_second() {
+    let Some(mut story) = Story::start_binary("crashconv").await else {
+        return;
+    };
+    let first = story.world.push_tag("acme/shop", "v1.0.0", true).await;
+    assert_eq!(story.finished_run(&first.sha).await["state"], "succeeded");
+
+    let second = story.world.push_tag("acme/shop", "v1.1.0", true).await;
+    // Kill once Swarm took the new image: the update is converging (the monitor is 5 s).
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    while !story.service_image().contains(":v1.1.0@") {
+        assert!(std::time::Instant::now() < deadline, "{}", story.logs());
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    story.kill();
+    let (_, version_at_kill) = story.service_id_version();
+
+    story.restart().await;
+    let run = story.finished_run(&second.sha).await;
+    assert_eq!(run["state"], "succeeded", "{run:#}\n{}", story.logs());
+    let metrics = story
+        .client
+        .get(format!("http://127.0.0.1:{}/metrics", story.port))
+        .send()
+        .await
+        .expect("metrics")
+        .text()
+        .await
+        .unwrap_or_default();
+    let writes: Vec<&str> = metrics
+        .lines()
+        .filter(|l| {
+            l.starts_with("hoist_docker_requests_total")
+                && (l.contains("op=\"update_service\"") || l.contains("op=\"create_service\""))
+        })
+        .collect();
+    assert!(
+        writes.is_empty(),
+        "the restarted hoist wrote no service: {writes:#?}"
+    );
+    let (_, version) = story.service_id_version();
+    assert!(version >= version_at_kill);
+    assert_eq!(
+        story.world.calls("POST projects/:id/jobs/:id/play"),
+        4,
+        "two plays per tag, none again: {:#?}",
+        story.world.call_log()
+    );
+    story
+        .world
+        .wait_for(|w| w.commit_comments(&second.sha).len() == 2)
+        .await;
+}
