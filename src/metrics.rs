@@ -50,6 +50,10 @@ fn describe() {
     );
     metrics::describe_histogram!("hoist_webhook_ack_seconds", "Time from receipt to response");
     metrics::describe_gauge!(
+        "hoist_drift",
+        "1 when a service runs something other than hoist's last deploy"
+    );
+    metrics::describe_gauge!(
         "hoist_queue_depth",
         "Deliveries persisted but not yet processed"
     );
@@ -89,6 +93,12 @@ pub fn set_queue_depth(depth: i64) {
 }
 
 /// Adds to (or, negative, subtracts from) the queue depth.
+/// Whether a service drifted from hoist's last deploy (1) or not (0).
+pub fn drift(project: &str, env: &str, service: &str, drifted: bool) {
+    metrics::gauge!("hoist_drift", "project" => project.to_string(), "env" => env.to_string(), "service" => service.to_string())
+        .set(if drifted { 1.0 } else { 0.0 });
+}
+
 pub fn queue_changed(delta: i64) {
     let depth = QUEUE_DEPTH.fetch_add(delta, Ordering::Relaxed) + delta;
     metrics::gauge!("hoist_queue_depth").set(depth.max(0) as f64);

@@ -786,3 +786,93 @@ async fn deploy_asked_while_the_build_runs_plays_manifest_once_it_waits() {
         world.call_log()
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_service_changed_by_hand_is_reported_as_drift_until_the_next_deploy() {
+    use support::fake_gitlab::DEVELOPER;
+    use swarm_support::{Behaviour, OCI_INDEX, Pusher};
+    let Some(story) = Story::start("drift").await else {
+        return;
+    };
+    let world = &story.world;
+    world.add_member("acme/shop", "dave", DEVELOPER);
+    let t = world.push_tag("acme/shop", "v8.0.0", true).await;
+    assert_eq!(story.finished_run(&t.sha).await["state"], "succeeded");
+
+    // Someone updates the service by hand to another image.
+    let path = story
+        .image
+        .strip_prefix(&format!("{}/", story.env.registry))
+        .expect("image in the test registry")
+        .to_string();
+    Pusher::anonymous(&story.env.registry)
+        .push_multiarch(
+            &path,
+            "hotfix",
+            &["linux/amd64", "linux/arm64"],
+            Behaviour::Serve,
+            OCI_INDEX,
+        )
+        .await;
+    let by_hand = format!("{}:hotfix", story.image);
+    story.env.docker(&[
+        "service",
+        "update",
+        "--detach",
+        "--image",
+        &by_hand,
+        &story.service,
+    ]);
+    let story = &story;
+    let gauge = |value: &str| {
+        let line = format!(
+            "hoist_drift{{project=\"acme/shop\",env=\"production\",service=\"{}\"}} {value}",
+            story.service
+        );
+        async move {
+            let deadline = Instant::now() + Duration::from_secs(20);
+            loop {
+                let metrics = story
+                    .client
+                    .get(format!("http://127.0.0.1:{}/metrics", story.port))
+                    .send()
+                    .await
+                    .expect("metrics")
+                    .text()
+                    .await
+                    .unwrap_or_default();
+                if metrics.lines().any(|l| l == line) {
+                    return;
+                }
+                assert!(Instant::now() < deadline, "no {line:?} in:\n{metrics}");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        }
+    };
+    gauge("1").await;
+
+    let mr = world
+        .open_mr("acme/shop", "acme/shop", "feature-drift", "dave")
+        .await;
+    let bot_notes = |w: &FakeGitlab| -> Vec<String> {
+        w.mr_notes(mr.iid)
+            .into_iter()
+            .filter(|x| x.author == support::fake_gitlab::BOT_USERNAME)
+            .map(|x| x.body)
+            .collect()
+    };
+    world
+        .comment_on_mr(mr.iid, "dave", "/deploy status production")
+        .await;
+    world.wait_for(|w| bot_notes(w).len() == 1).await;
+    let status = bot_notes(world).remove(0);
+    assert!(
+        status.contains("drift") && status.contains(":hotfix"),
+        "{status}"
+    );
+
+    // The next deploy puts hoist's image back: the drift clears.
+    let next = world.push_tag("acme/shop", "v8.1.0", true).await;
+    assert_eq!(story.finished_run(&next.sha).await["state"], "succeeded");
+    gauge("0").await;
+}

@@ -392,8 +392,9 @@ impl Engine {
                 .runs(Some(&project.path), Some(&e.name), None, 5)
                 .await
                 .unwrap_or_default();
+            let drift = |service: &str| self.drift_of(&project.path, &e.name, service);
             if let Some(view) =
-                super::reporting::env_status(project, &e.name, live.as_ref(), &recent)
+                super::reporting::env_status(project, &e.name, live.as_ref(), &recent, &drift)
             {
                 views.push(view);
             }

@@ -7,11 +7,12 @@
 //! outbox ([`outbox`]), recorded with the decision that causes it.
 
 pub mod dispatch;
+pub mod drift;
 pub mod outbox;
 pub mod reporting;
 pub mod run;
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
@@ -35,6 +36,8 @@ pub struct EngineOptions {
     pub deploy: crate::swarm::DeployOptions,
     /// How often the outbox retries GitLab writes that failed transiently.
     pub outbox_retry: Duration,
+    /// How often services are compared with the last deploy (drift).
+    pub reconcile_every: Duration,
 }
 
 impl Default for EngineOptions {
@@ -44,6 +47,7 @@ impl Default for EngineOptions {
             job_poll: Duration::from_secs(5),
             deploy: crate::swarm::DeployOptions::default(),
             outbox_retry: Duration::from_secs(5),
+            reconcile_every: Duration::from_secs(60),
         }
     }
 }
@@ -67,6 +71,8 @@ pub struct Engine {
     pub outbox_changed: Notify,
     /// Runs this process is executing.
     active: Mutex<HashSet<i64>>,
+    /// Drifted services: (project, env, service) → what Swarm runs instead.
+    drift: Mutex<HashMap<(String, String, String), String>>,
 }
 
 impl Engine {
@@ -92,7 +98,56 @@ impl Engine {
             runs_changed: Notify::new(),
             outbox_changed: Notify::new(),
             active: Mutex::new(HashSet::new()),
+            drift: Mutex::new(HashMap::new()),
         })
+    }
+
+    /// Records whether a service drifted (`found` is what Swarm runs instead), logging a new
+    /// drift once and keeping `hoist_drift` current.
+    pub fn set_drift(
+        &self,
+        project: &str,
+        env: &str,
+        service: &str,
+        found: Option<&str>,
+        deployed: &str,
+    ) {
+        let key = (project.to_string(), env.to_string(), service.to_string());
+        let Ok(mut drift) = self.drift.lock() else {
+            return;
+        };
+        match found {
+            Some(found) => {
+                if drift.get(&key).map(String::as_str) != Some(found) {
+                    tracing::warn!(
+                        project,
+                        env,
+                        service,
+                        found,
+                        deployed,
+                        "drift: the service was changed outside hoist since its last deploy"
+                    );
+                    drift.insert(key, found.to_string());
+                }
+            }
+            None => {
+                if drift.remove(&key).is_some() {
+                    tracing::info!(
+                        project,
+                        env,
+                        service,
+                        "drift cleared: the service runs what hoist deployed"
+                    );
+                }
+            }
+        }
+        crate::metrics::drift(project, env, service, found.is_some());
+    }
+
+    /// What a drifted service runs instead of hoist's last deploy (None: no drift seen).
+    pub fn drift_of(&self, project: &str, env: &str, service: &str) -> Option<String> {
+        let key = (project.to_string(), env.to_string(), service.to_string());
+        self.drift.lock().ok()?.get(&key).cloned()
     }
 
     /// The bot user, once GitLab told it (None until then: hoist starts while GitLab is down).
@@ -160,7 +215,8 @@ impl Engine {
         tokio::spawn(self.clone().learn_bot());
         vec![
             tokio::spawn(run::executor(self.clone(), shutdown.clone())),
-            tokio::spawn(outbox::sender(self.clone(), shutdown)),
+            tokio::spawn(outbox::sender(self.clone(), shutdown.clone())),
+            tokio::spawn(drift::watch(self.clone(), shutdown)),
         ]
     }
 

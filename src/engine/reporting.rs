@@ -83,6 +83,7 @@ pub fn env_status(
     env_name: &str,
     live: Option<&RunRow>,
     recent: &[RunRow],
+    drift: &dyn Fn(&str) -> Option<String>,
 ) -> Option<EnvStatus> {
     let env = project.environments.iter().find(|e| e.name == env_name)?;
     let live = match live {
@@ -103,6 +104,7 @@ pub fn env_status(
                     .finished_at
                     .as_deref()
                     .and_then(|t| crate::events::Timestamp::parse(t).utc()),
+                drift: drift(&s.name),
             })
             .collect(),
         None => Vec::new(),

@@ -491,6 +491,13 @@ pub fn status_reply(envs: &[EnvStatus]) -> String {
                     .map(|t| t.format(" since %Y-%m-%d %H:%M UTC").to_string())
                     .unwrap_or_default()
             );
+            if let Some(found) = &s.drift {
+                line!(
+                    out,
+                    "  - ⚠️ drift: Swarm runs {} now; it was changed outside hoist since this deploy",
+                    code(found)
+                );
+            }
         }
         line!(out, "");
         match &e.running {

@@ -231,6 +231,7 @@ fn status() {
                 tag: "v1.1.0".into(),
                 digest: Some(DIGEST.into()),
                 since: Utc.with_ymd_and_hms(2026, 11, 27, 18, 5, 0).single(),
+                drift: Some("registry.example.com/samsonpe/table:hotfix".into()),
             }],
             running: Some(summary(45, RunState::Running, "v1.2.0", 28)),
             recent: vec![
@@ -348,6 +349,7 @@ fn render_all(v: &str) -> Vec<String> {
             tag: s.clone(),
             digest: Some(s.clone()),
             since: None,
+            drift: Some(s.clone()),
         }],
         running: Some(sum.clone()),
         recent: vec![sum],

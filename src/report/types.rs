@@ -177,6 +177,8 @@ pub struct LiveService {
     pub tag: String,
     pub digest: Option<String>,
     pub since: Option<DateTime<Utc>>,
+    /// What Swarm runs instead, when the service was changed outside hoist since the deploy.
+    pub drift: Option<String>,
 }
 
 /// A run in a list.

@@ -123,6 +123,7 @@ webhook_token = "env:WH"
                 ..DeployOptions::default()
             },
             outbox_retry: Duration::from_millis(200),
+            reconcile_every: Duration::from_millis(300),
         };
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
         if binary {
