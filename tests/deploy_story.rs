@@ -876,3 +876,47 @@ async fn a_service_changed_by_hand_is_reported_as_drift_until_the_next_deploy() 
     assert_eq!(story.finished_run(&next.sha).await["state"], "succeeded");
     gauge("0").await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_registry_that_is_down_fails_the_run_at_verify_with_a_comment_that_says_so() {
+    // An environment whose images live on a registry nobody listens on.
+    let edge = r#"
+  [[projects.environments]]
+  name = "edge"
+  policy = "tag"
+  tag_pattern = "edge-*"
+    [[projects.environments.services]]
+    name = "{service}-edge"
+    image = "127.0.0.1:9/hoist-test/edge"
+    platforms = ["linux/amd64"]
+    [projects.environments.services.create]
+    replicas = 1
+"#;
+    let Some(story) = Story::start_extra("regdown", edge).await else {
+        return;
+    };
+    let world = &story.world;
+    let t = world.push_tag("acme/shop", "edge-1", true).await;
+    let run = story.finished_run(&t.sha).await;
+    assert_eq!(run["state"], "failed", "{run:#}");
+    assert_eq!(run["env"], "edge");
+    let verify = run["steps"]
+        .as_array()
+        .and_then(|s| s.iter().find(|s| s["name"] == "verify"))
+        .cloned()
+        .unwrap_or_default();
+    assert_eq!(verify["state"], "failed", "{run:#}");
+    assert_eq!(
+        world.job(t.pipeline_id, "deploy").status,
+        "manual",
+        "nothing after verify ran"
+    );
+    world
+        .wait_for(|w| w.commit_comments(&t.sha).len() == 2)
+        .await;
+    let last = world.commit_comments(&t.sha).pop().unwrap_or_default();
+    assert!(
+        last.contains("verify") && last.contains("unreachable") && last.contains("127.0.0.1:9"),
+        "the comment says which step and why: {last}"
+    );
+}

@@ -574,3 +574,40 @@ async fn a_flood_of_refused_deliveries_is_cut_off_per_address_without_slowing_gi
     );
     hoist.assert_no_secrets();
 }
+
+#[tokio::test]
+async fn a_locked_store_delays_the_answer_but_loses_nothing() {
+    use sqlx::Connection;
+    let hoist = Hoist::start(Options::default()).await;
+    let db = format!("sqlite://{}", hoist.dir.path().join("hoist.db").display());
+    // Another writer holds SQLite's write lock for a second (a backup, an operator's sqlite3).
+    let mut conn = sqlx::SqliteConnection::connect(&db).await.expect("connect");
+    sqlx::query("BEGIN IMMEDIATE")
+        .execute(&mut conn)
+        .await
+        .expect("take the write lock");
+    let release = tokio::spawn(async move {
+        tokio::time::sleep(Duration::from_millis(1000)).await;
+        sqlx::query("COMMIT")
+            .execute(&mut conn)
+            .await
+            .expect("release the lock");
+    });
+    let started = std::time::Instant::now();
+    let (status, text) = hoist
+        .post(
+            Some("Tag Push Hook"),
+            body("tag_push", "acme/shop", ""),
+            &token(TOKEN),
+        )
+        .await;
+    let waited = started.elapsed();
+    release.await.expect("release");
+    assert_eq!(status, 200, "{text}");
+    assert!(
+        waited >= Duration::from_millis(900),
+        "answered only once stored: {waited:?}"
+    );
+    hoist.wait_processed().await;
+    assert_eq!(hoist.deliveries("").await.len(), 1);
+}

@@ -48,16 +48,22 @@ pub struct Story {
 
 impl Story {
     pub async fn start(label: &str) -> Option<Story> {
-        Story::start_with(label, false).await
+        Story::start_with(label, false, "").await
+    }
+
+    /// The story with `extra` appended to the config (more environments of acme/shop);
+    /// `{service}` in it stands for the story's service name.
+    pub async fn start_extra(label: &str, extra: &str) -> Option<Story> {
+        Story::start_with(label, false, extra).await
     }
 
     /// The story with hoist running as the real binary (`hoist serve`), which
     /// [`Story::kill`] and [`Story::restart`] can SIGKILL and start again on the same store.
     pub async fn start_binary(label: &str) -> Option<Story> {
-        Story::start_with(label, true).await
+        Story::start_with(label, true, "").await
     }
 
-    async fn start_with(label: &str, binary: bool) -> Option<Story> {
+    async fn start_with(label: &str, binary: bool, extra: &str) -> Option<Story> {
         let env = test_env()?;
         let world = FakeGitlab::start().await;
         let service = unique_name(label);
@@ -111,7 +117,7 @@ webhook_token = "env:WH"
             gitlab = world.url(),
             docker = env.docker_host,
             registry = env.registry,
-        );
+        ) + &extra.replace("{service}", &service);
         let config_path = dir.path().join("story.toml");
         std::fs::write(&config_path, &text).expect("write config");
         let config = Config::parse(&config_path, &text, &Secrets).expect("story config");
