@@ -7,6 +7,7 @@
 //! Also counts the GitLab API calls one run makes. Needs the test engine:
 //! `scripts/bench-e2e` (RUNS=N to change the count).
 
+mod common;
 #[path = "../tests/story_support/mod.rs"]
 mod story_support;
 #[path = "../tests/support/mod.rs"]
@@ -17,19 +18,11 @@ mod swarm_support;
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
+use common::median;
+
 use story_support::Story;
 
 const JOB_TIME: Duration = Duration::from_millis(300);
-
-fn median(values: &mut [Duration]) -> Duration {
-    values.sort();
-    let n = values.len();
-    if n % 2 == 1 {
-        values[n / 2]
-    } else {
-        (values[n / 2 - 1] + values[n / 2]) / 2
-    }
-}
 
 fn millis_between(start: &serde_json::Value, end: &serde_json::Value) -> Duration {
     let parse = |v: &serde_json::Value| {

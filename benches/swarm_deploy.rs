@@ -4,26 +4,19 @@
 //! (hoist A→B, CLI B→A, …) so drift hits both equally. Needs the test engine:
 //! `. scripts/testenv.sh && testenv_up && scripts/bench-swarm` (PAIRS=N to change the count).
 
+mod common;
 #[path = "../tests/swarm_support/mod.rs"]
 mod swarm_support;
 
 use std::process::Command;
 use std::time::{Duration, Instant};
 
+use common::median;
+
 use hoist::config::{CreateSpec, DockerConfig, ServiceConfig};
 use hoist::registry::{ImageRegistry, RegistryClient};
 use hoist::swarm::{DeployOptions, DockerSwarm, OutcomeState, Target, deploy};
 use swarm_support::{Behaviour, OCI_INDEX, Pusher, platform, repo_path, unique_name};
-
-fn median(values: &mut [Duration]) -> Duration {
-    values.sort();
-    let n = values.len();
-    if n % 2 == 1 {
-        values[n / 2]
-    } else {
-        (values[n / 2 - 1] + values[n / 2]) / 2
-    }
-}
 
 #[tokio::main]
 async fn main() {

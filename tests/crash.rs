@@ -80,15 +80,7 @@ async fn sigkill_mid_convergence_follows_the_update_instead_of_making_a_second()
     story.restart().await;
     let run = story.finished_run(&second.sha).await;
     assert_eq!(run["state"], "succeeded", "{run:#}\n{}", story.logs());
-    let metrics = story
-        .client
-        .get(format!("http://127.0.0.1:{}/metrics", story.port))
-        .send()
-        .await
-        .expect("metrics")
-        .text()
-        .await
-        .unwrap_or_default();
+    let metrics = story.get_text("/metrics").await;
     let writes: Vec<&str> = metrics
         .lines()
         .filter(|l| {

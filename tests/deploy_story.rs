@@ -142,21 +142,9 @@ async fn a_failed_manifest_job_fails_the_run_and_never_plays_deploy() {
     // A new pipeline for the same tag (the job fixed, "Run pipeline") deploys it.
     world.set_job_outcome("manifest", Outcome::Success);
     let retried = world.run_tag_pipeline("acme/shop", "v2.0.0").await;
-    let deadline = Instant::now() + Duration::from_secs(60);
-    let run = loop {
-        let runs = story.runs().await;
-        if let Some(r) = runs.iter().find(|r| {
-            r["pipeline_id"] == retried.0
-                && ["succeeded", "failed"].contains(&r["state"].as_str().unwrap_or(""))
-        }) {
-            break r.clone();
-        }
-        assert!(
-            Instant::now() < deadline,
-            "no run for the new pipeline: {runs:#?}"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    };
+    let run = story
+        .final_run_where(|r| r["pipeline_id"] == retried.0)
+        .await;
     assert_eq!(run["state"], "succeeded", "{run:#}");
     assert!(story.service_image().contains(":v2.0.0@sha256:"));
 }
@@ -189,13 +177,7 @@ async fn deploy_comments_on_merge_requests() {
     world
         .wait_for(|w| w.reactions(note).contains(&"x".to_string()))
         .await;
-    let bot_notes = |w: &FakeGitlab| -> Vec<String> {
-        w.mr_notes(mr.iid)
-            .into_iter()
-            .filter(|x| x.author == support::fake_gitlab::BOT_USERNAME)
-            .map(|x| x.body)
-            .collect()
-    };
+    let bot_notes = |w: &FakeGitlab| story_support::bot_notes(w, mr.iid);
     assert!(
         bot_notes(world)
             .last()
@@ -231,32 +213,12 @@ async fn deploy_comments_on_merge_requests() {
 
     // A developer deploys the MR head.
     let note = world.comment_on_mr(mr.iid, "dave", "/deploy staging").await;
-    let run = story.finished_run(&mr.sha).await;
     // The refused requests were for this commit too: find the deploy itself.
-    let runs = story.runs().await;
-    let deployed: Vec<_> = runs
-        .iter()
-        .filter(|r| r["sha"] == mr.sha.as_str() && r["state"] == "succeeded")
-        .collect();
-    let run = if deployed.is_empty() {
-        run
-    } else {
-        deployed[0].clone()
-    };
-    let deadline = Instant::now() + Duration::from_secs(120);
-    let run = loop {
-        let runs = story.runs().await;
-        if let Some(r) = runs.iter().find(|r| {
-            r["sha"] == mr.sha.as_str()
-                && r["trigger"] == "mr_comment"
-                && ["succeeded", "failed", "rolled_back"]
-                    .contains(&r["state"].as_str().unwrap_or(""))
-        }) {
-            break r.clone();
-        }
-        assert!(Instant::now() < deadline, "no deploy run: {run:#}");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    };
+    let run = story
+        .final_run_where(|r| {
+            r["sha"] == mr.sha.as_str() && r["trigger"] == "mr_comment" && r["state"] != "refused"
+        })
+        .await;
     assert_eq!(run["state"], "succeeded", "{run:#}");
     let image = story.env.docker(&[
         "service",
@@ -645,13 +607,7 @@ async fn deploy_help_and_status_answer_on_the_merge_request() {
     let mr = world
         .open_mr("acme/shop", "acme/shop", "feature-ask", "dave")
         .await;
-    let bot_notes = |w: &FakeGitlab| -> Vec<String> {
-        w.mr_notes(mr.iid)
-            .into_iter()
-            .filter(|x| x.author == support::fake_gitlab::BOT_USERNAME)
-            .map(|x| x.body)
-            .collect()
-    };
+    let bot_notes = |w: &FakeGitlab| story_support::bot_notes(w, mr.iid);
 
     world.comment_on_mr(mr.iid, "dave", "/deploy help").await;
     world.wait_for(|w| bot_notes(w).len() == 1).await;
@@ -699,13 +655,7 @@ async fn deploy_doctor_replies_with_the_projects_checks() {
     let mr = world
         .open_mr("acme/shop", "acme/shop", "feature-doc", "dave")
         .await;
-    let bot_notes = |w: &FakeGitlab| -> Vec<String> {
-        w.mr_notes(mr.iid)
-            .into_iter()
-            .filter(|x| x.author == support::fake_gitlab::BOT_USERNAME)
-            .map(|x| x.body)
-            .collect()
-    };
+    let bot_notes = |w: &FakeGitlab| story_support::bot_notes(w, mr.iid);
     world.comment_on_mr(mr.iid, "dave", "/deploy doctor").await;
     world.wait_for(|w| bot_notes(w).len() == 1).await;
     let healthy = bot_notes(world).remove(0);
@@ -760,18 +710,7 @@ async fn deploy_asked_while_the_build_runs_plays_manifest_once_it_waits() {
         .await;
     assert_eq!(world.job(mr.pipeline_id, "manifest").status, "created");
     world.comment_on_mr(mr.iid, "dave", "/deploy staging").await;
-    let deadline = Instant::now() + Duration::from_secs(30);
-    let run = loop {
-        let runs = story.runs().await;
-        if let Some(r) = runs.iter().find(|r| {
-            r["sha"] == mr.sha.as_str()
-                && !["queued", "running"].contains(&r["state"].as_str().unwrap_or(""))
-        }) {
-            break r.clone();
-        }
-        assert!(Instant::now() < deadline, "the run never ended: {runs:#?}");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    };
+    let run = story.final_run_where(|r| r["sha"] == mr.sha.as_str()).await;
     assert_eq!(run["state"], "succeeded", "{run:#}");
     assert!(
         run["steps"][0]["detail"]
@@ -832,15 +771,7 @@ async fn a_service_changed_by_hand_is_reported_as_drift_until_the_next_deploy() 
         async move {
             let deadline = Instant::now() + Duration::from_secs(20);
             loop {
-                let metrics = story
-                    .client
-                    .get(format!("http://127.0.0.1:{}/metrics", story.port))
-                    .send()
-                    .await
-                    .expect("metrics")
-                    .text()
-                    .await
-                    .unwrap_or_default();
+                let metrics = story.get_text("/metrics").await;
                 if metrics.lines().any(|l| l == line) {
                     return;
                 }
@@ -854,13 +785,7 @@ async fn a_service_changed_by_hand_is_reported_as_drift_until_the_next_deploy() 
     let mr = world
         .open_mr("acme/shop", "acme/shop", "feature-drift", "dave")
         .await;
-    let bot_notes = |w: &FakeGitlab| -> Vec<String> {
-        w.mr_notes(mr.iid)
-            .into_iter()
-            .filter(|x| x.author == support::fake_gitlab::BOT_USERNAME)
-            .map(|x| x.body)
-            .collect()
-    };
+    let bot_notes = |w: &FakeGitlab| story_support::bot_notes(w, mr.iid);
     world
         .comment_on_mr(mr.iid, "dave", "/deploy status production")
         .await;

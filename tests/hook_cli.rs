@@ -79,6 +79,16 @@ impl Out {
     fn text(&self) -> String {
         format!("stdout:\n{}\nstderr:\n{}", self.stdout, self.stderr)
     }
+
+    /// Asserts that stdout contains `needle`, showing both streams when not.
+    #[track_caller]
+    fn says(&self, needle: &str) {
+        assert!(
+            self.stdout.contains(needle),
+            "{needle:?} missing from {}",
+            self.text()
+        );
+    }
 }
 
 async fn run(config: &Path, args: &[&str]) -> Out {
@@ -159,18 +169,14 @@ async fn install_creates_one_hook_then_updates_it() {
         "{}",
         out.text()
     );
-    assert!(out.stdout.contains(URL), "{}", out.text());
+    out.says(URL);
     assert!(
         out.stdout
             .contains("events             pipeline, tag push, note, job"),
         "{}",
         out.text()
     );
-    assert!(
-        out.stdout.contains("token              set\n"),
-        "{}",
-        out.text()
-    );
+    out.says("token              set\n");
 
     // Again: the same hook, edited, tokens sent again; never a second hook.
     let out = setup.hook(&["install", "--project", "acme/shop"]).await;
@@ -183,11 +189,7 @@ async fn install_creates_one_hook_then_updates_it() {
         "{}",
         out.text()
     );
-    assert!(
-        out.stdout.contains("token              set (sent again)"),
-        "{}",
-        out.text()
-    );
+    out.says("token              set (sent again)");
     assert_eq!(
         world.hook_secrets(id(&hook)),
         Some((Some(TOKEN.to_string()), None))
@@ -220,23 +222,11 @@ async fn a_new_public_url_moves_the_same_hook_and_sends_the_token_again() {
         world.hook_secrets(id(&after)),
         Some((Some(TOKEN.to_string()), None))
     );
-    assert!(
-        out.stdout.contains(&format!(
-            "url                http://127.0.0.1:8080/hooks/gitlab → {URL}"
-        )),
-        "{}",
-        out.text()
-    );
-    assert!(
-        out.stdout.contains("SSL verification   off → on"),
-        "{}",
-        out.text()
-    );
-    assert!(
-        out.stdout.contains("previous server.public_url"),
-        "{}",
-        out.text()
-    );
+    out.says(&format!(
+        "url                http://127.0.0.1:8080/hooks/gitlab → {URL}"
+    ));
+    out.says("SSL verification   off → on");
+    out.says("previous server.public_url");
 }
 
 #[tokio::test]
@@ -280,11 +270,7 @@ async fn a_signing_token_reaches_the_hook() {
             Some(whsec(SIGNING_KEY_RAW_BOTH))
         ))
     );
-    assert!(
-        out.stdout.contains("signing token      set\n"),
-        "{}",
-        out.text()
-    );
+    out.says("signing token      set\n");
 
     // A URL change keeps both: the edit sends them again.
     setup.public_url("https://hoist2.example.com");
@@ -297,11 +283,7 @@ async fn a_signing_token_reaches_the_hook() {
             Some(whsec(SIGNING_KEY_RAW_BOTH))
         ))
     );
-    assert!(
-        out.stdout.contains("signing token      set (sent again)"),
-        "{}",
-        out.text()
-    );
+    out.says("signing token      set (sent again)");
 }
 
 #[tokio::test]
@@ -321,7 +303,7 @@ async fn dry_run_prints_the_plan_and_changes_nothing() {
         "{}",
         out.text()
     );
-    assert!(out.stdout.contains(URL), "{}", out.text());
+    out.says(URL);
     assert!(
         out.stdout.ends_with("dry run: nothing was changed\n"),
         "{}",
@@ -433,34 +415,14 @@ async fn status_flags_missing_events_and_install_restores_them() {
 
     let out = setup.hook(&["status", "--project", "acme/shop"]).await;
     assert_eq!(out.code, Some(0), "{}", out.text());
-    assert!(
-        out.stdout.contains("  note events        off  MISSING"),
-        "{}",
-        out.text()
-    );
-    assert!(
-        out.stdout.contains("  job events         off  MISSING"),
-        "{}",
-        out.text()
-    );
-    assert!(
-        out.stdout.contains("  pipeline events    on\n"),
-        "{}",
-        out.text()
-    );
+    out.says("  note events        off  MISSING");
+    out.says("  job events         off  MISSING");
+    out.says("  pipeline events    on\n");
 
     let out = setup.hook(&["install", "--project", "acme/shop"]).await;
     assert_eq!(out.code, Some(0), "{}", out.text());
-    assert!(
-        out.stdout.contains("note events        off → on"),
-        "{}",
-        out.text()
-    );
-    assert!(
-        out.stdout.contains("job events         off → on"),
-        "{}",
-        out.text()
-    );
+    out.says("note events        off → on");
+    out.says("job events         off → on");
     let hook = only_hook(&world, "acme/shop");
     assert_eq!(id(&hook), made.id.0);
     assert_eq!(hook["job_events"], true);

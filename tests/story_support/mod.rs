@@ -243,6 +243,37 @@ webhook_token = "env:WH"
         }
     }
 
+    /// `GET path` on hoist, as text ("" when it does not answer).
+    pub async fn get_text(&self, path: &str) -> String {
+        match self
+            .client
+            .get(format!("http://127.0.0.1:{}{path}", self.port))
+            .send()
+            .await
+        {
+            Ok(resp) => resp.text().await.unwrap_or_default(),
+            Err(_) => String::new(),
+        }
+    }
+
+    /// Waits until a run matching `pick` reached a final state; returns it.
+    pub async fn final_run_where(
+        &self,
+        pick: impl Fn(&serde_json::Value) -> bool,
+    ) -> serde_json::Value {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            let runs = self.runs().await;
+            if let Some(run) = runs.iter().find(|r| {
+                pick(r) && !["queued", "running"].contains(&r["state"].as_str().unwrap_or(""))
+            }) {
+                return run.clone();
+            }
+            assert!(Instant::now() < deadline, "no such run finished: {runs:#?}");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
     /// What the hoist binary logged so far.
     pub fn logs(&self) -> String {
         std::fs::read_to_string(self._dir.path().join("hoist.log")).unwrap_or_default()
@@ -305,6 +336,16 @@ webhook_token = "env:WH"
         let version = parts.next().and_then(|v| v.parse().ok()).unwrap_or(0);
         (id, version)
     }
+}
+
+/// The notes hoist's bot wrote on merge request `iid`, oldest first.
+pub fn bot_notes(world: &FakeGitlab, iid: u64) -> Vec<String> {
+    world
+        .mr_notes(iid)
+        .into_iter()
+        .filter(|x| x.author == support::fake_gitlab::BOT_USERNAME)
+        .map(|x| x.body)
+        .collect()
 }
 
 impl Drop for Story {
