@@ -61,6 +61,11 @@ async fn release_tags_deploy_update_and_never_go_backwards() {
         "final comment names the digest: {}",
         comments[1]
     );
+    assert!(
+        comments[1].contains(&format!("/acme/shop/-/pipelines/{}", v1.pipeline_id.0)),
+        "final comment links the pipeline: {}",
+        comments[1]
+    );
     world
         .wait_for(|w| {
             w.statuses(&v1.sha)

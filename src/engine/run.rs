@@ -187,7 +187,16 @@ async fn finish(
 }
 
 fn base_report(engine: &Engine, run: &RunRow) -> RunReport {
-    super::reporting::report_of(run, &engine.config.server.public_url)
+    let mut report = super::reporting::report_of(run, &engine.config.server.public_url);
+    // Tag runs know their pipeline from the hook; GitLab's pipeline page is at this path.
+    report.pipeline_url = run.pipeline_id.map(|id| {
+        format!(
+            "{}/{}/-/pipelines/{id}",
+            engine.config.gitlab.url.trim_end_matches('/'),
+            run.project
+        )
+    });
+    report
 }
 
 struct RunCtx<'a> {
