@@ -58,8 +58,12 @@ pub async fn run_with(
     crate::metrics::set_queue_depth(store.queue_depth().await.unwrap_or(0));
 
     // Neither client contacts anything yet: hoist starts while GitLab or Docker is down.
-    let gitlab = crate::gitlab::HttpClient::new(&config.gitlab)
-        .map_err(|e| anyhow::anyhow!("cannot set up the GitLab client: {e}"))?;
+    let gitlab = crate::gitlab::HttpClient::with_policy(
+        &config.gitlab.url,
+        config.gitlab.token.clone(),
+        options.gitlab_retry.clone(),
+    )
+    .map_err(|e| anyhow::anyhow!("cannot set up the GitLab client: {e}"))?;
     let registry = crate::registry::RegistryClient::new(&config.registries);
     let swarm = crate::swarm::DockerSwarm::new(&config.docker);
     let engine = Engine::new(

@@ -105,3 +105,70 @@ async fn sigkill_mid_convergence_follows_the_update_instead_of_making_a_second()
         .wait_for(|w| w.commit_comments(&second.sha).len() == 2)
         .await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn docker_engine_restarted_mid_convergence_is_waited_out_with_one_update() {
+    use story_support::Setup;
+    if swarm_support::test_env().is_none() {
+        return;
+    }
+    // An engine of this test's own: restarting the shared one would break the other tests.
+    let engine = swarm_support::PrivateEngine::start();
+    let setup = Setup {
+        binary: true,
+        docker_host: Some(engine.host.clone()),
+        ..Setup::default()
+    };
+    let Some(story) = Story::start_with("dkrestart", setup).await else {
+        return;
+    };
+    let first = story.world.push_tag("acme/shop", "v1.0.0", true).await;
+    assert_eq!(
+        story.finished_run(&first.sha).await["state"],
+        "succeeded",
+        "{}",
+        story.logs()
+    );
+
+    let second = story.world.push_tag("acme/shop", "v1.1.0", true).await;
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    while !story.service_image().contains(":v1.1.0@") {
+        assert!(std::time::Instant::now() < deadline, "{}", story.logs());
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    // Swarm took the new image and is converging (the monitor is 5 s): restart the engine.
+    let blocking = tokio::task::spawn_blocking(move || {
+        engine.restart();
+        engine
+    });
+    let engine = blocking.await.expect("restart");
+    let run = story.finished_run(&second.sha).await;
+    let logs = story.logs();
+    assert_eq!(run["state"], "succeeded", "{run:#}\n{logs}");
+    assert!(
+        logs.contains("cannot read the service; will look again"),
+        "hoist saw the engine away:\n{logs}"
+    );
+    let metrics = story.get_text("/metrics").await;
+    let writes = |op: &str| -> f64 {
+        metrics
+            .lines()
+            .filter(|l| {
+                l.starts_with("hoist_docker_requests_total") && l.contains(&format!("op=\"{op}\""))
+            })
+            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+            .sum()
+    };
+    assert_eq!(
+        (writes("create_service"), writes("update_service")),
+        (1.0, 1.0),
+        "one create and one update:\n{metrics}"
+    );
+    assert!(story.service_image().contains(":v1.1.0@sha256:"));
+    story
+        .world
+        .wait_for(|w| w.commit_comments(&second.sha).len() == 2)
+        .await;
+    drop(story);
+    drop(engine);
+}

@@ -326,6 +326,80 @@ async fn rate_limits_and_bad_gateways_are_retried_and_every_comment_is_posted_on
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn gitlab_down_past_the_retries_mid_run_is_outlasted_and_deploy_is_played_once() {
+    use support::fake_gitlab::Fault;
+    let Some(story) = Story::start("gldown").await else {
+        return;
+    };
+    let world = &story.world;
+    // manifest is played; GitLab goes down at the deploy play, for longer than a request's
+    // retries (3 attempts within a second here).
+    world.fault("jobs/:id/play", Fault::Delay(Duration::ZERO));
+    world.fault("jobs/:id/play", Fault::Down(Duration::from_secs(4)));
+    let t = world.push_tag("acme/shop", "v1.0.0", true).await;
+    let run = story.finished_run(&t.sha).await;
+    assert_eq!(run["state"], "succeeded", "{run:#}");
+    assert_eq!(world.job(t.pipeline_id, "deploy").status, "success");
+    let failed_plays = world.calls("jobs/:id/play") - 2;
+    assert!(
+        failed_plays >= 3,
+        "the outage outlasted a request's retries: {:#?}",
+        world.call_log()
+    );
+    assert!(story.service_image().contains(":v1.0.0@sha256:"));
+    world
+        .wait_for(|w| w.commit_comments(&t.sha).len() >= 2)
+        .await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(world.commit_comments(&t.sha).len(), 2, "each comment once");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn gitlab_down_past_the_job_timeout_fails_the_run_in_time_and_says_why_once_it_is_back() {
+    use story_support::Setup;
+    use support::fake_gitlab::Fault;
+    let setup = Setup {
+        job_timeout: Some(Duration::from_secs(3)),
+        ..Setup::default()
+    };
+    let Some(story) = Story::start_with("gldead", setup).await else {
+        return;
+    };
+    let world = &story.world;
+    world.fault("jobs/:id/play", Fault::Delay(Duration::ZERO));
+    world.fault("jobs/:id/play", Fault::Down(Duration::from_secs(10)));
+    let t = world.push_tag("acme/shop", "v1.0.0", true).await;
+    let run = story.finished_run(&t.sha).await;
+    assert_eq!(run["state"], "failed", "{run:#}");
+    assert!(
+        world.is_down(),
+        "the run ended at its deadline, not when GitLab came back"
+    );
+    let error = run["error"].as_str().unwrap_or_default();
+    assert!(
+        error.contains("within 3 s") && error.contains("GitLab unavailable"),
+        "{run:#}"
+    );
+    // The failure comment waits in the outbox and lands once GitLab answers again.
+    world
+        .wait_for(|w| w.commit_comments(&t.sha).len() >= 2)
+        .await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let comments = world.commit_comments(&t.sha);
+    assert_eq!(comments.len(), 2, "the start and the end: {comments:#?}");
+    assert!(
+        comments[1].contains("deploy-job") && comments[1].contains("GitLab unavailable"),
+        "{}",
+        comments[1]
+    );
+    assert_eq!(
+        world.job(t.pipeline_id, "deploy").status,
+        "manual",
+        "deploy was never played"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_queued_older_tag_is_superseded_by_a_newer_one() {
     let Some(story) = Story::start("super").await else {
         return;

@@ -38,6 +38,8 @@ pub struct EngineOptions {
     pub outbox_retry: Duration,
     /// How often services are compared with the last deploy (drift).
     pub reconcile_every: Duration,
+    /// Retries of one GitLab request (a run outlasts them: it keeps trying until its deadline).
+    pub gitlab_retry: crate::gitlab::RetryPolicy,
 }
 
 impl Default for EngineOptions {
@@ -48,6 +50,7 @@ impl Default for EngineOptions {
             deploy: crate::swarm::DeployOptions::default(),
             outbox_retry: Duration::from_secs(5),
             reconcile_every: Duration::from_secs(60),
+            gitlab_retry: crate::gitlab::RetryPolicy::default(),
         }
     }
 }

@@ -510,15 +510,27 @@ impl RunCtx<'_> {
         };
         let gitlab = &self.engine.gitlab;
         let project = self.project.path.as_str();
-        let jobs = gitlab
-            .pipeline_jobs(project, PipelineId::from(pipeline as u64))
-            .await
-            .map_err(|e| {
-                fail(
-                    step,
-                    format!("cannot list the jobs of pipeline {pipeline}: {e}"),
-                )
-            })?;
+        // GitLab away for longer than the client's retries: keep trying until the job's
+        // deadline, then fail with the reason.
+        let deadline = Instant::now() + self.engine.options.job_timeout;
+        let jobs = loop {
+            match gitlab
+                .pipeline_jobs(project, PipelineId::from(pipeline as u64))
+                .await
+            {
+                Ok(jobs) => break jobs,
+                Err(e) if e.is_transient() && Instant::now() < deadline => {
+                    tracing::warn!(error = %e, "cannot list the pipeline's jobs; will try again");
+                    tokio::time::sleep(self.engine.options.job_poll).await;
+                }
+                Err(e) => {
+                    return Err(fail(
+                        step,
+                        format!("cannot list the jobs of pipeline {pipeline}: {e}"),
+                    ));
+                }
+            }
+        };
         let Some(job) = jobs
             .into_iter()
             .filter(|j| j.name == job_name)
@@ -545,6 +557,23 @@ impl RunCtx<'_> {
             }
             Status::Manual => match gitlab.play_job(project, job.id).await {
                 Ok(_) => format!("played job {} {}", job.name, job.id),
+                // The play may or may not have reached GitLab: the wait reads the job and
+                // plays it only if it still waits in manual.
+                Err(e) if e.is_transient() => {
+                    tracing::warn!(error = %e, job = %job.name, "cannot play job; will read it and try again");
+                    let done = self.wait_job(step, &job, true).await?;
+                    self.end_step(
+                        step,
+                        "succeeded",
+                        &format!(
+                            "played job {} {}; {} succeeded",
+                            job.name, job.id, done.name
+                        ),
+                        began,
+                    )
+                    .await?;
+                    return Ok(());
+                }
                 Err(GitlabError::Unplayable(m)) => {
                     // Someone else may have played it in between: look again before giving up.
                     let again = gitlab
@@ -612,17 +641,28 @@ impl RunCtx<'_> {
         let mut events = self.engine.job_events();
         let _ = self.engine.take_finished(job.id);
         loop {
+            // Why GitLab could not be read or written this time, for the timeout's reason.
+            let mut unavailable: Option<String> = None;
             match self.engine.gitlab.job(&self.project.path, job.id).await {
                 Ok(j) if j.status == Status::Success => return Ok(j),
                 Ok(j) if j.status == Status::Manual && play_when_manual => {
-                    play_when_manual = false;
-                    if let Err(e) = self.engine.gitlab.play_job(&self.project.path, j.id).await {
-                        return Err(fail(
-                            step,
-                            format!("cannot play job {} ({}): {e}", j.name, j.web_url),
-                        ));
+                    match self.engine.gitlab.play_job(&self.project.path, j.id).await {
+                        Ok(_) => {
+                            play_when_manual = false;
+                            continue;
+                        }
+                        // Not known whether it was played: read the job again before replaying.
+                        Err(e) if e.is_transient() => {
+                            tracing::warn!(error = %e, "cannot play job; will look again");
+                            unavailable = Some(e.to_string());
+                        }
+                        Err(e) => {
+                            return Err(fail(
+                                step,
+                                format!("cannot play job {} ({}): {e}", j.name, j.web_url),
+                            ));
+                        }
                     }
-                    continue;
                 }
                 Ok(j)
                     if matches!(
@@ -637,16 +677,20 @@ impl RunCtx<'_> {
                 }
                 Ok(_) => {}
                 Err(e) if e.is_transient() => {
-                    tracing::warn!(error = %e, "cannot read job; will look again")
+                    tracing::warn!(error = %e, "cannot read job; will look again");
+                    unavailable = Some(e.to_string());
                 }
                 Err(e) => return Err(fail(step, format!("cannot read job {}: {e}", job.name))),
             }
             let left = deadline.saturating_duration_since(Instant::now());
             if left.is_zero() {
+                let why = unavailable
+                    .map(|e| format!("; the last attempt to reach GitLab failed: {e}"))
+                    .unwrap_or_default();
                 return Err(fail(
                     step,
                     format!(
-                        "job {} did not succeed within {} s ({})",
+                        "job {} did not succeed within {} s ({}){why}",
                         job.name,
                         self.engine.options.job_timeout.as_secs(),
                         job.web_url

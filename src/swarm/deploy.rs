@@ -248,6 +248,19 @@ impl<S: Swarm> Calls<'_, S> {
     }
 }
 
+/// One read while waiting for Swarm: a transient failure (the engine restarting) is logged
+/// and becomes `None`, to be read again at the next poll, until `deadline`.
+fn tolerate<T>(result: Result<T, SwarmError>, deadline: Instant) -> Result<Option<T>, SwarmError> {
+    match result {
+        Ok(v) => Ok(Some(v)),
+        Err(e) if e.is_transient() && Instant::now() < deadline => {
+            tracing::warn!(error = %e, "cannot read the service; will look again");
+            Ok(None)
+        }
+        Err(e) => Err(e),
+    }
+}
+
 /// Deploys `target` and waits for Swarm to settle. Errors mean hoist could not act (or lost
 /// the service); every settled end, good or bad, is an [`Outcome`].
 pub async fn deploy<S: Swarm>(
@@ -285,6 +298,27 @@ pub async fn deploy<S: Swarm>(
                 // follow it instead of calling it done.
                 return converge_update(&mut calls, service, image, started, conflicts, options)
                     .await;
+            }
+            if service.update.is_none() {
+                // Created at this image and never updated: a run resumed after hoist died
+                // while the service was created waits for its tasks like the run that
+                // created it would have.
+                let tasks = calls.tasks(&service.id).await?;
+                if !all_running(&tasks, image, service.replicas) {
+                    tracing::info!(service_id = %service.id, "service created at this image; waiting for its tasks");
+                    let replicas = service.replicas.unwrap_or(1);
+                    return converge_create(
+                        &mut calls,
+                        &service.id,
+                        name,
+                        image,
+                        replicas,
+                        started,
+                        conflicts,
+                        options,
+                    )
+                    .await;
+                }
             }
             return Ok(Outcome {
                 service_id: service.id.clone(),
@@ -470,7 +504,10 @@ async fn converge_create<S: Swarm>(
     loop {
         tokio::time::sleep(pause).await;
         pause = options.poll_interval;
-        let tasks = calls.tasks(id).await?;
+        let Some(tasks) = tolerate(calls.tasks(id).await, deadline)? else {
+            stable = None;
+            continue;
+        };
         if replicas == 0 || all_running(&tasks, image, Some(replicas)) {
             let ids = running_ids(&tasks);
             match &stable {
@@ -607,12 +644,12 @@ async fn converge_update<S: Swarm>(
             .saturating_sub(written.elapsed())
             .max(options.poll_interval);
         tokio::time::sleep(pause).await;
-        let now = calls
-            .inspect(&before.id)
-            .await?
-            .ok_or_else(|| DeployError::Vanished {
-                service: before.name.clone(),
-            })?;
+        let Some(now) = tolerate(calls.inspect(&before.id).await, deadline)? else {
+            continue;
+        };
+        let now = now.ok_or_else(|| DeployError::Vanished {
+            service: before.name.clone(),
+        })?;
         let settled = match now.update {
             // Swarm resets the status on every write and sets it when its updater starts.
             None | Some(UpdateState::Completed) => now.image.as_deref() == Some(image),
@@ -636,7 +673,9 @@ async fn converge_update<S: Swarm>(
             continue;
         }
         let converged_in = started.elapsed();
-        let tasks = calls.tasks(&before.id).await?;
+        let Some(tasks) = tolerate(calls.tasks(&before.id).await, deadline)? else {
+            continue;
+        };
         let state = match now.update {
             _ if timed_out && !settled => OutcomeState::TimedOut,
             Some(UpdateState::RollbackCompleted) => OutcomeState::RolledBack,
@@ -915,6 +954,75 @@ mod tests {
             matches!(err, DeployError::Swarm(SwarmError::Unreachable { .. })),
             "{err:?}"
         );
+    }
+
+    #[tokio::test]
+    async fn an_engine_restart_while_waiting_is_waited_out_but_not_forever() {
+        let swarm = FakeSwarm::new();
+        let cfg = config(true);
+        run(&swarm, &cfg, &image("v1", &["linux/amd64"]))
+            .await
+            .expect("create");
+        // inspect, nodes and the update go through; then three reads find the engine away.
+        swarm.restart_after(3, 3);
+        let outcome = run(&swarm, &cfg, &image("v2", &["linux/amd64"]))
+            .await
+            .expect("update");
+        assert_eq!(outcome.state, OutcomeState::Updated, "{outcome:?}");
+
+        // An engine that stays away past the converge deadline ends the deploy with why.
+        swarm.restart_after(3, u32::MAX);
+        let short = DeployOptions {
+            converge_timeout: Duration::from_millis(100),
+            ..fast()
+        };
+        let v3 = image("v3", &["linux/amd64"]);
+        let target = Target {
+            service: &cfg,
+            image: &v3,
+            auth: None,
+        };
+        let err = deploy(&swarm, target, &short)
+            .await
+            .expect_err("gone for good");
+        assert!(err.to_string().contains("restarting"), "{err}");
+    }
+
+    #[tokio::test]
+    async fn a_resumed_create_waits_for_the_tasks_of_the_service_it_created() {
+        let cfg = config(true);
+        let spec = |img: &ResolvedImage| {
+            create_spec(
+                "web",
+                &img.pinned(),
+                cfg.create.as_ref().expect("create"),
+                Duration::ZERO,
+            )
+        };
+        // hoist died after Swarm accepted the create: its tasks never ran.
+        let bad = image("bad", &["linux/amd64"]);
+        let swarm = FakeSwarm::new();
+        swarm.fail_image(&bad.pinned());
+        swarm.add_service(spec(&bad));
+        let short = DeployOptions {
+            converge_timeout: Duration::from_millis(100),
+            ..fast()
+        };
+        let target = Target {
+            service: &cfg,
+            image: &bad,
+            auth: None,
+        };
+        let outcome = deploy(&swarm, target, &short).await.expect("deploy");
+        assert_eq!(outcome.state, OutcomeState::TimedOut, "{outcome:?}");
+
+        // Its tasks run: unchanged, at the cost of one more read.
+        let good = image("good", &["linux/amd64"]);
+        let swarm = FakeSwarm::new();
+        swarm.add_service(spec(&good));
+        let outcome = run(&swarm, &cfg, &good).await.expect("deploy");
+        assert_eq!(outcome.state, OutcomeState::Unchanged, "{outcome:?}");
+        assert_eq!(outcome.api_calls, 2);
     }
 
     #[tokio::test]

@@ -23,6 +23,9 @@ struct World {
     failing_images: HashSet<String>,
     conflicts_left: u32,
     down: bool,
+    /// An engine restart: after `outage_skip` more calls, `outage_left` calls are unreachable.
+    outage_skip: u32,
+    outage_left: u32,
     calls: u32,
     next_id: u32,
     /// Credentials sent with each create/update, by service name.
@@ -105,6 +108,14 @@ impl FakeSwarm {
         self.world().down = down;
     }
 
+    /// The engine restarts later: after `skip` more calls succeed, the next `n` answer
+    /// `Unreachable`.
+    pub fn restart_after(&self, skip: u32, n: u32) {
+        let mut world = self.world();
+        world.outage_skip = skip;
+        world.outage_left = n;
+    }
+
     /// Calls made so far.
     pub fn calls(&self) -> u32 {
         self.world().calls
@@ -147,6 +158,17 @@ impl FakeSwarm {
     fn enter(&self) -> Result<std::sync::MutexGuard<'_, World>, SwarmError> {
         let mut world = self.world();
         world.calls += 1;
+        if world.outage_left > 0 {
+            if world.outage_skip > 0 {
+                world.outage_skip -= 1;
+            } else {
+                world.outage_left -= 1;
+                return Err(SwarmError::Unreachable {
+                    host: "fake://swarm".into(),
+                    detail: "the fake engine is restarting".into(),
+                });
+            }
+        }
         if world.down {
             return Err(SwarmError::Unreachable {
                 host: "fake://swarm".into(),

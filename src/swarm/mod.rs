@@ -113,11 +113,14 @@ pub enum SwarmError {
 }
 
 impl SwarmError {
-    /// Whether trying again later may help (the engine was away or slow).
+    /// Whether trying again later may help: the engine was away or slow, or said it cannot
+    /// serve yet (503, e.g. a restarted manager whose swarm has no leader yet).
     pub fn is_transient(&self) -> bool {
         matches!(
             self,
-            SwarmError::Unreachable { .. } | SwarmError::Timeout { .. }
+            SwarmError::Unreachable { .. }
+                | SwarmError::Timeout { .. }
+                | SwarmError::Rejected { status: 503, .. }
         )
     }
 }

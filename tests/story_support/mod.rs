@@ -14,6 +14,7 @@ use crate::swarm_support::{
 };
 use hoist::config::{Config, SecretSource};
 use hoist::engine::EngineOptions;
+use hoist::gitlab::RetryPolicy;
 use hoist::swarm::DeployOptions;
 
 struct Secrets;
@@ -46,25 +47,62 @@ pub struct Story {
     _dir: tempfile::TempDir,
 }
 
+/// How a story differs from the default one.
+#[derive(Debug, Clone, Default)]
+pub struct Setup {
+    /// hoist as the real binary (`hoist serve`), which [`Story::kill`] and
+    /// [`Story::restart`] can SIGKILL and start again on the same store.
+    pub binary: bool,
+    /// Appended to the config (more environments of acme/shop); `{service}` in it stands
+    /// for the story's service name.
+    pub extra: String,
+    /// Another Docker engine than the test environment's.
+    pub docker_host: Option<String>,
+    /// The in-process engine's job timeout (60 s by default).
+    pub job_timeout: Option<Duration>,
+}
+
 impl Story {
     pub async fn start(label: &str) -> Option<Story> {
-        Story::start_with(label, false, "").await
+        Story::start_with(label, Setup::default()).await
     }
 
-    /// The story with `extra` appended to the config (more environments of acme/shop);
-    /// `{service}` in it stands for the story's service name.
+    /// The story with `extra` appended to the config (see [`Setup::extra`]).
     pub async fn start_extra(label: &str, extra: &str) -> Option<Story> {
-        Story::start_with(label, false, extra).await
+        let extra = extra.to_string();
+        Story::start_with(
+            label,
+            Setup {
+                extra,
+                ..Setup::default()
+            },
+        )
+        .await
     }
 
-    /// The story with hoist running as the real binary (`hoist serve`), which
-    /// [`Story::kill`] and [`Story::restart`] can SIGKILL and start again on the same store.
+    /// The story with hoist running as the real binary (see [`Setup::binary`]).
     pub async fn start_binary(label: &str) -> Option<Story> {
-        Story::start_with(label, true, "").await
+        Story::start_with(
+            label,
+            Setup {
+                binary: true,
+                ..Setup::default()
+            },
+        )
+        .await
     }
 
-    async fn start_with(label: &str, binary: bool, extra: &str) -> Option<Story> {
-        let env = test_env()?;
+    pub async fn start_with(label: &str, setup: Setup) -> Option<Story> {
+        let Setup {
+            binary,
+            extra,
+            docker_host,
+            job_timeout,
+        } = setup;
+        let mut env = test_env()?;
+        if let Some(host) = docker_host {
+            env.docker_host = host;
+        }
         let world = FakeGitlab::start().await;
         let service = unique_name(label);
         let path = repo_path(&service);
@@ -122,7 +160,7 @@ webhook_token = "env:WH"
         std::fs::write(&config_path, &text).expect("write config");
         let config = Config::parse(&config_path, &text, &Secrets).expect("story config");
         let options = EngineOptions {
-            job_timeout: Duration::from_secs(60),
+            job_timeout: job_timeout.unwrap_or(Duration::from_secs(60)),
             job_poll: Duration::from_millis(500),
             deploy: DeployOptions {
                 monitor: Duration::from_secs(1),
@@ -130,6 +168,14 @@ webhook_token = "env:WH"
             },
             outbox_retry: Duration::from_millis(200),
             reconcile_every: Duration::from_millis(300),
+            // A request gives up within a second: runs outlive GitLab outages by themselves.
+            gitlab_retry: RetryPolicy {
+                max_attempts: 3,
+                base_delay: Duration::from_millis(100),
+                max_delay: Duration::from_secs(1),
+                total_budget: Duration::from_secs(3),
+                ..RetryPolicy::default()
+            },
         };
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
         if binary {

@@ -500,3 +500,64 @@ pub fn service_labels(env: &TestEnv, service: &str) -> HashMap<String, String> {
     let spec = env.spec_json(service);
     serde_json::from_value(spec["Labels"].clone()).unwrap_or_default()
 }
+
+/// A Docker engine in swarm mode of its own, for a test that restarts it: started with
+/// `scripts/testenv.sh`'s functions in a temporary state directory, stopped on drop.
+pub struct PrivateEngine {
+    pub host: String,
+    dir: tempfile::TempDir,
+}
+
+impl PrivateEngine {
+    /// Starts the engine and makes it a one-node swarm (a few seconds).
+    pub fn start() -> PrivateEngine {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut engine = PrivateEngine {
+            host: String::new(),
+            dir,
+        };
+        engine.testenv(
+            "_testenv_start_dockerd \"$HOIST_TEST_STATE\" && _testenv_swarm_init \"$HOIST_TEST_STATE\"",
+        );
+        engine.host = std::fs::read_to_string(engine.dir.path().join("docker_host"))
+            .expect("the engine's docker_host");
+        engine
+    }
+
+    /// Stops the engine (SIGTERM, as a host shutdown or `systemctl restart docker` does) and
+    /// starts it again on the same data; returns once it answers.
+    pub fn restart(&self) {
+        self.testenv(
+            "_testenv_stop_pid \"$HOIST_TEST_STATE/docker.pid\"; \
+             _testenv_stop_pid \"$HOIST_TEST_STATE/docker.pid.launch\"; \
+             _testenv_start_dockerd \"$HOIST_TEST_STATE\"",
+        );
+    }
+
+    fn testenv(&self, script: &str) {
+        let out = Command::new("bash")
+            .arg("-c")
+            .arg(format!(". scripts/testenv.sh && {script}"))
+            .current_dir(env!("CARGO_MANIFEST_DIR"))
+            .env("HOIST_TEST_STATE", self.dir.path())
+            .output()
+            .expect("bash");
+        assert!(
+            out.status.success(),
+            "{script}: {}\n{}",
+            String::from_utf8_lossy(&out.stderr),
+            std::fs::read_to_string(self.dir.path().join("dockerd.log")).unwrap_or_default()
+        );
+    }
+}
+
+impl Drop for PrivateEngine {
+    fn drop(&mut self) {
+        let _ = Command::new("bash")
+            .arg("-c")
+            .arg(". scripts/testenv.sh && testenv_down")
+            .current_dir(env!("CARGO_MANIFEST_DIR"))
+            .env("HOIST_TEST_STATE", self.dir.path())
+            .output();
+    }
+}

@@ -109,7 +109,15 @@ pub async fn handle(
     let fault = {
         let mut w = inner.lock();
         w.calls.push(label.clone());
-        w.take_fault(&label)
+        let fault = w.take_fault(&label);
+        if let Some(Fault::Down(d)) = fault {
+            w.down_until = Some(std::time::Instant::now() + d);
+        }
+        if w.down_until.is_some_and(|t| std::time::Instant::now() < t) {
+            Some(Fault::Status(503))
+        } else {
+            fault
+        }
     };
     match fault.clone() {
         Some(Fault::RateLimited { retry_after }) => {
@@ -126,7 +134,7 @@ pub async fn handle(
                 .into_response();
         }
         Some(Fault::Delay(d)) => tokio::time::sleep(d).await,
-        Some(Fault::DelayAnswer(_)) | None => {}
+        Some(Fault::DelayAnswer(_) | Fault::Down(_)) | None => {}
     }
     let token = headers
         .get("private-token")

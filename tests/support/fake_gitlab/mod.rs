@@ -86,6 +86,9 @@ pub enum Fault {
     /// Processes the request at once, then waits before answering: with a client timeout
     /// shorter than this, the answer is lost although GitLab did the work (a comment exists).
     DelayAnswer(Duration),
+    /// GitLab goes down for this long, starting with this call: every API call answers
+    /// 503 and nothing is processed until it is over.
+    Down(Duration),
 }
 
 /// Authentication a registered hook sends.
@@ -871,6 +874,13 @@ impl FakeGitlab {
             Some((_, q)) => q.push_back(fault),
             None => w.faults.push((pattern.to_string(), [fault].into())),
         }
+    }
+
+    /// Whether GitLab is down now ([`Fault::Down`]).
+    pub fn is_down(&self) -> bool {
+        self.world()
+            .down_until
+            .is_some_and(|t| std::time::Instant::now() < t)
     }
 
     /// API calls so far whose label (`"POST projects/:id/jobs/:id/play"`) contains `pattern`,

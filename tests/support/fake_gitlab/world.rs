@@ -286,6 +286,8 @@ pub struct World {
     pub statuses: HashMap<String, Vec<CommitStatus>>,
     pub hooks: Vec<HookRec>,
     pub faults: Vec<(String, VecDeque<Fault>)>,
+    /// GitLab answers 503 to every API call until then ([`Fault::Down`]).
+    pub down_until: Option<std::time::Instant>,
     pub calls: Vec<String>,
     pub behaviours: HashMap<String, Behaviour>,
     pub id_behaviours: HashMap<u64, Behaviour>,
@@ -323,6 +325,7 @@ impl World {
             statuses: HashMap::new(),
             hooks: Vec::new(),
             faults: Vec::new(),
+            down_until: None,
             calls: Vec::new(),
             behaviours: HashMap::new(),
             id_behaviours: HashMap::new(),
