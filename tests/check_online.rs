@@ -84,6 +84,7 @@ webhook_token = "env:WH"
             .env("REGISTRY_PASSWORD", password)
             .output()
             .expect("run hoist check");
+        support::capture::capture_output(&out);
         let text = format!(
             "{}{}",
             String::from_utf8_lossy(&out.stdout),

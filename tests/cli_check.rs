@@ -1,5 +1,7 @@
 //! `hoist check --offline`: exit 0 for a valid file, 2 with `FILE: key: reason` otherwise.
 
+mod support;
+
 use std::process::Command;
 
 fn check(config: &str, envs: &[(&str, &str)]) -> (Option<i32>, String, String) {
@@ -14,6 +16,7 @@ fn check(config: &str, envs: &[(&str, &str)]) -> (Option<i32>, String, String) {
         cmd.env(k, v);
     }
     let out = cmd.output().expect("run hoist check");
+    support::capture::capture_output(&out);
     let stderr = String::from_utf8_lossy(&out.stderr).replace(&path.display().to_string(), "FILE");
     (
         out.status.code(),
@@ -71,6 +74,7 @@ fn hoist_config_names_the_file_when_config_is_absent() {
         .current_dir(dir.path())
         .output()
         .expect("run");
+    support::capture::capture_output(&out);
     assert_eq!(
         out.status.code(),
         Some(0),

@@ -177,6 +177,8 @@ async fn dashboard_shows_live_images_the_queue_and_step_timelines() {
     );
     assert!(dom[deliveries..].contains("Pipeline Hook"), "{dom}");
 
+    support::capture::capture("page", &html);
+    support::capture::capture("page", &dom);
     for secret in support::secrets() {
         assert!(!html.contains(&secret), "secret {secret:?} in the page");
         assert!(!dom.contains(&secret), "secret {secret:?} in the DOM");

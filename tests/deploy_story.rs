@@ -441,14 +441,16 @@ async fn a_queued_older_tag_is_superseded_by_a_newer_one() {
 
 /// Runs the real `hoist` binary with the story's config.
 fn hoist_cli(story: &Story, args: &[&str]) -> std::process::Output {
-    std::process::Command::new(env!("CARGO_BIN_EXE_hoist"))
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_hoist"))
         .args(args)
         .arg("--config")
         .arg(&story.config_path)
         .env("GL", support::GITLAB_TOKEN)
         .env("WH", support::TOKEN)
         .output()
-        .expect("run hoist")
+        .expect("run hoist");
+    support::capture::capture_output(&out);
+    out
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -487,6 +489,7 @@ async fn hoist_deploy_waits_for_the_run_and_history_lists_it() {
     .await
     .expect("join")
     .expect("run hoist deploy");
+    support::capture::capture_output(&out);
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(
         out.status.success(),

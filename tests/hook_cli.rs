@@ -109,6 +109,7 @@ async fn run(config: &Path, args: &[&str]) -> Out {
         .await
         .expect("join")
         .expect("run hoist");
+    support::capture::capture_output(&out);
     let out = Out {
         code: out.status.code(),
         stdout: String::from_utf8_lossy(&out.stdout).into_owned(),

@@ -100,6 +100,7 @@ impl Story {
             job_timeout,
         } = setup;
         let mut env = test_env()?;
+        support::capture::capture_logs();
         if let Some(host) = docker_host {
             env.docker_host = host;
         }
@@ -297,7 +298,11 @@ webhook_token = "env:WH"
             .send()
             .await
         {
-            Ok(resp) => resp.text().await.unwrap_or_default(),
+            Ok(resp) => {
+                let text = resp.text().await.unwrap_or_default();
+                support::capture::capture("response", &text);
+                text
+            }
             Err(_) => String::new(),
         }
     }
@@ -313,9 +318,13 @@ webhook_token = "env:WH"
             if let Some(run) = runs.iter().find(|r| {
                 pick(r) && !["queued", "running"].contains(&r["state"].as_str().unwrap_or(""))
             }) {
+                support::capture::capture("response", &run.to_string());
                 return run.clone();
             }
-            assert!(Instant::now() < deadline, "no such run finished: {runs:#?}");
+            if Instant::now() > deadline {
+                let deliveries = self.get_text("/api/v1/deliveries").await;
+                panic!("no such run finished: {runs:#?}\ndeliveries: {deliveries}");
+            }
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
     }
@@ -335,25 +344,9 @@ webhook_token = "env:WH"
         resp.json().await.expect("runs JSON")
     }
 
-    /// Waits until the run for `sha` reached a final state and its last GitLab write went out.
+    /// Waits until the run for `sha` reached a final state; returns it.
     pub async fn finished_run(&self, sha: &str) -> serde_json::Value {
-        let deadline = Instant::now() + Duration::from_secs(60);
-        loop {
-            let runs = self.runs().await;
-            if let Some(run) = runs.iter().find(|r| {
-                r["sha"] == sha
-                    && !["queued", "running"].contains(&r["state"].as_str().unwrap_or(""))
-            }) {
-                return run.clone();
-            }
-            if Instant::now() > deadline {
-                let url = format!("http://127.0.0.1:{}/api/v1/deliveries", self.port);
-                let deliveries = self.client.get(url).send().await.expect("deliveries");
-                let deliveries = deliveries.text().await.unwrap_or_default();
-                panic!("no finished run for {sha}: {runs:#?}\ndeliveries: {deliveries}");
-            }
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
+        self.final_run_where(|r| r["sha"] == sha).await
     }
 
     pub fn service_image(&self) -> String {
@@ -397,6 +390,7 @@ pub fn bot_notes(world: &FakeGitlab, iid: u64) -> Vec<String> {
 impl Drop for Story {
     fn drop(&mut self) {
         self.kill();
+        support::capture::capture("log", &self.logs());
         if let Some(stop) = self.stop.take() {
             let _ = stop.send(());
         }

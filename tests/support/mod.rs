@@ -4,6 +4,7 @@
 //! scans the captured logs and every response body for them.
 #![allow(dead_code)]
 
+pub mod capture;
 pub mod fake_gitlab;
 
 use std::path::{Path, PathBuf};
@@ -30,7 +31,10 @@ pub fn whsec(raw: &[u8]) -> String {
 
 /// Every secret a test might leak.
 pub fn secrets() -> Vec<String> {
-    vec![
+    let registry_password = std::env::var("HOIST_TEST_REGISTRY_PASSWORD")
+        .ok()
+        .filter(|p| !p.is_empty());
+    let mut secrets = vec![
         TOKEN.into(),
         TOKEN_BOTH.into(),
         GITLAB_TOKEN.into(),
@@ -39,7 +43,9 @@ pub fn secrets() -> Vec<String> {
         whsec(SIGNING_KEY_RAW_BOTH),
         base64::engine::general_purpose::STANDARD.encode(SIGNING_KEY_RAW),
         base64::engine::general_purpose::STANDARD.encode(SIGNING_KEY_RAW_BOTH),
-    ]
+    ];
+    secrets.extend(registry_password);
+    secrets
 }
 
 /// Options for the config a test hoist runs with.
@@ -221,6 +227,7 @@ signing_token = "env:TEST_SIGNING_BOTH"
     }
 
     pub fn record_response(&self, body: &str) {
+        capture::capture("response", body);
         if let Ok(mut r) = self.responses.lock() {
             r.push(body.to_string());
         }
@@ -304,6 +311,7 @@ signing_token = "env:TEST_SIGNING_BOTH"
 impl Drop for Hoist {
     fn drop(&mut self) {
         self.kill();
+        capture::capture("log", &self.logs());
     }
 }
 

@@ -398,6 +398,8 @@ pub async fn deliver(inner: &Arc<Inner>, o: &Outgoing) -> Delivery {
                 Ok(resp) => {
                     let status = resp.status();
                     delivery.status = Some(status.as_u16());
+                    let text = resp.text().await.unwrap_or_default();
+                    crate::support::capture::capture("response", &text);
                     status.is_success() || status.is_redirection()
                 }
                 Err(e) => {

@@ -316,6 +316,17 @@ impl Drop for FakeGitlab {
         for t in &self.tasks {
             t.abort();
         }
+        // Everything hoist wrote on GitLab, for the suite's secret scan.
+        let w = self.world();
+        let mut written: Vec<String> = w.notes.iter().map(|n| n.body.clone()).collect();
+        for status in w.statuses.values().flatten() {
+            written.extend(status.description.clone());
+            written.extend(status.target_url.clone());
+        }
+        for (emoji, user) in w.reactions.values().flatten() {
+            written.push(format!("{emoji} {user}"));
+        }
+        crate::support::capture::capture("comment", &written.join("\n"));
     }
 }
 
