@@ -400,6 +400,50 @@ async fn gitlab_down_past_the_job_timeout_fails_the_run_in_time_and_says_why_onc
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_store_locked_past_its_busy_timeout_mid_run_stops_the_run_which_resumes_and_ends_once() {
+    use sqlx::Connection;
+    let Some(story) = Story::start("locked").await else {
+        return;
+    };
+    let world = &story.world;
+    world.set_job_duration("manifest", Duration::from_millis(1500));
+    let t = world.push_tag("acme/shop", "v1.0.0", true).await;
+    world
+        .wait_for(|w| w.job(t.pipeline_id, "manifest").status == "running")
+        .await;
+    // Another writer holds SQLite's write lock for longer than hoist's 10 s busy timeout, so
+    // the run's next write (manifest finished) fails.
+    let db = story.config_path.with_file_name("hoist.db");
+    let mut conn = sqlx::SqliteConnection::connect(&format!("sqlite://{}", db.display()))
+        .await
+        .expect("connect");
+    sqlx::query("BEGIN IMMEDIATE")
+        .execute(&mut conn)
+        .await
+        .expect("take the write lock");
+    tokio::time::sleep(Duration::from_secs(12)).await;
+    sqlx::query("COMMIT")
+        .execute(&mut conn)
+        .await
+        .expect("release the lock");
+    drop(conn);
+    let run = story.finished_run(&t.sha).await;
+    assert_eq!(run["state"], "succeeded", "{run:#}");
+    assert_eq!(
+        world.calls("POST projects/:id/jobs/:id/play"),
+        2,
+        "manifest and deploy played once each: {:#?}",
+        world.call_log()
+    );
+    world
+        .wait_for(|w| w.commit_comments(&t.sha).len() >= 2)
+        .await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(world.commit_comments(&t.sha).len(), 2, "each comment once");
+    assert!(story.service_image().contains(":v1.0.0@sha256:"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_queued_older_tag_is_superseded_by_a_newer_one() {
     let Some(story) = Story::start("super").await else {
         return;
@@ -882,6 +926,56 @@ async fn a_service_changed_by_hand_is_reported_as_drift_until_the_next_deploy() 
     let next = world.push_tag("acme/shop", "v8.1.0", true).await;
     assert_eq!(story.finished_run(&next.sha).await["state"], "succeeded");
     gauge("0").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_registry_that_comes_back_within_the_wait_lets_the_run_go_on() {
+    // The edge environment pulls through a port where the registry answers only after 1 s
+    // (a registry restarting while a deploy verifies).
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("a free port")
+        .port();
+    let edge = format!(
+        r#"
+  [[projects.environments]]
+  name = "edge"
+  policy = "tag"
+  tag_pattern = "edge-*"
+    [[projects.environments.services]]
+    name = "{{service}}-edge"
+    image = "127.0.0.1:{port}/{{path}}"
+    platforms = ["linux/amd64"]
+    [projects.environments.services.create]
+    replicas = 1
+"#
+    );
+    let Some(story) = Story::start_extra("regback", &edge).await else {
+        return;
+    };
+    let registry = story.env.registry.clone();
+    let world = &story.world;
+    let t = world.push_tag("acme/shop", "edge-1", true).await;
+    world
+        .wait_for(|w| w.job(t.pipeline_id, "manifest").status == "success")
+        .await;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let listener = tokio::net::TcpListener::bind(("127.0.0.1", port))
+        .await
+        .expect("the registry's port");
+    tokio::spawn(async move {
+        while let Ok((mut inbound, _)) = listener.accept().await {
+            let registry = registry.clone();
+            tokio::spawn(async move {
+                if let Ok(mut outbound) = tokio::net::TcpStream::connect(registry).await {
+                    let _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound).await;
+                }
+            });
+        }
+    });
+    let run = story.finished_run(&t.sha).await;
+    assert_eq!(run["state"], "succeeded", "{run:#}");
+    assert_eq!(world.job(t.pipeline_id, "deploy").status, "success");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -38,6 +38,9 @@ pub struct EngineOptions {
     pub outbox_retry: Duration,
     /// How often services are compared with the last deploy (drift).
     pub reconcile_every: Duration,
+    /// How long `verify` keeps trying a registry that is unreachable (restarting) before
+    /// failing the run.
+    pub registry_wait: Duration,
     /// Retries of one GitLab request (a run outlasts them: it keeps trying until its deadline).
     pub gitlab_retry: crate::gitlab::RetryPolicy,
 }
@@ -50,6 +53,7 @@ impl Default for EngineOptions {
             deploy: crate::swarm::DeployOptions::default(),
             outbox_retry: Duration::from_secs(5),
             reconcile_every: Duration::from_secs(60),
+            registry_wait: Duration::from_secs(60),
             gitlab_retry: crate::gitlab::RetryPolicy::default(),
         }
     }
@@ -229,6 +233,14 @@ impl Engine {
             .lock()
             .map(|mut a| a.insert(run_id))
             .unwrap_or(false)
+    }
+
+    /// Whether this process is executing the run now.
+    fn is_active(&self, run_id: i64) -> bool {
+        self.active
+            .lock()
+            .map(|a| a.contains(&run_id))
+            .unwrap_or(true)
     }
 
     fn release(&self, run_id: i64) {

@@ -77,6 +77,17 @@ pub async fn executor(engine: Arc<Engine>, mut shutdown: watch::Receiver<bool>) 
             }
             Err(e) => tracing::error!(error = %e, "cannot read queued runs"),
         }
+        // A run whose store write failed (SQLite locked past its busy timeout, a full disk)
+        // stopped where it was, `running`: nobody here executes it, so it resumes.
+        match engine.store.running_runs().await {
+            Ok(runs) => {
+                for run in runs.into_iter().filter(|r| !engine.is_active(r.id)) {
+                    tracing::info!(run_id = run.id, project = %run.project, env = %run.env, "resuming run stopped by a store error");
+                    start(&engine, run);
+                }
+            }
+            Err(e) => tracing::error!(error = %e, "cannot read running runs"),
+        }
         tokio::select! {
             _ = engine.runs_changed.notified() => {}
             _ = tokio::time::sleep(Duration::from_secs(2)) => {}
@@ -93,7 +104,22 @@ fn start(engine: &Arc<Engine>, run: RunRow) {
     tokio::spawn(async move {
         let id = run.id;
         let span = tracing::info_span!("run", run_id = id, project = %run.project, env = %run.env);
-        let _ = tracing::Instrument::instrument(execute(&engine, run), span).await;
+        // The row was read before the claim: the run may have ended in between (its task
+        // releases the claim only after the end is committed). Read it again.
+        let current = match engine.store.run(id).await {
+            Ok(Some(r)) if r.state == runs::QUEUED || r.state == runs::RUNNING => Some(r),
+            Ok(_) => None,
+            Err(e) => {
+                tracing::warn!(run_id = id, error = %e, "cannot read the run; will try again");
+                None
+            }
+        };
+        if let Some(run) = current {
+            let result = tracing::Instrument::instrument(execute(&engine, run), span).await;
+            if let Err(e) = result {
+                tracing::error!(run_id = id, error = %e, "the store failed mid-run; the run resumes once it answers");
+            }
+        }
         engine.release(id);
         // The next queued run of this environment may start now.
         engine.runs_changed.notify_one();
@@ -721,12 +747,7 @@ impl RunCtx<'_> {
             };
             let tag = render_tag(&svc.tag, &values)
                 .map_err(|e| fail("verify", format!("service {}: tag: {e}", svc.name)))?;
-            let resolved = self
-                .engine
-                .registry
-                .resolve(&svc.image, &tag)
-                .await
-                .map_err(|e| fail("verify", e.to_string()))?;
+            let resolved = self.resolve(&svc.image, &tag).await?;
             let missing = missing_platforms(&resolved.platforms, &svc.platforms);
             if !missing.is_empty() {
                 let list: Vec<String> = missing.iter().map(|p| p.to_string()).collect();
@@ -771,6 +792,30 @@ impl RunCtx<'_> {
         self.end_step("verify", "succeeded", &details.join("; "), began)
             .await?;
         Ok(())
+    }
+
+    /// Resolves `image:tag`, trying an unreachable registry again for `registry_wait`.
+    async fn resolve(&self, image: &str, tag: &str) -> Result<ResolvedImage, Stop> {
+        let wait = self.engine.options.registry_wait;
+        let deadline = Instant::now() + wait;
+        let mut pause = Duration::from_millis(250);
+        loop {
+            match self.engine.registry.resolve(image, tag).await {
+                Ok(resolved) => return Ok(resolved),
+                Err(e) if e.is_transient() && Instant::now() + pause < deadline => {
+                    tracing::warn!(error = %e, "registry unreachable; will try again");
+                    tokio::time::sleep(pause).await;
+                    pause = (pause * 2).min(Duration::from_secs(5));
+                }
+                Err(e) if e.is_transient() => {
+                    return Err(fail(
+                        "verify",
+                        format!("{e} (tried for {} s)", wait.as_secs()),
+                    ));
+                }
+                Err(e) => return Err(fail("verify", e.to_string())),
+            }
+        }
     }
 
     /// Creates or updates every service at its digest and waits for Swarm to settle.

@@ -54,7 +54,7 @@ pub struct Setup {
     /// [`Story::restart`] can SIGKILL and start again on the same store.
     pub binary: bool,
     /// Appended to the config (more environments of acme/shop); `{service}` in it stands
-    /// for the story's service name.
+    /// for the story's service name, `{path}` for its image's repository path.
     pub extra: String,
     /// Another Docker engine than the test environment's.
     pub docker_host: Option<String>,
@@ -156,7 +156,9 @@ webhook_token = "env:WH"
             gitlab = world.url(),
             docker = env.docker_host,
             registry = env.registry,
-        ) + &extra.replace("{service}", &service);
+        ) + &extra
+            .replace("{service}", &service)
+            .replace("{path}", &path);
         let config_path = dir.path().join("story.toml");
         std::fs::write(&config_path, &text).expect("write config");
         let config = Config::parse(&config_path, &text, &Secrets).expect("story config");
@@ -169,6 +171,7 @@ webhook_token = "env:WH"
             },
             outbox_retry: Duration::from_millis(200),
             reconcile_every: Duration::from_millis(300),
+            registry_wait: Duration::from_secs(5),
             // A request gives up within a second: runs outlive GitLab outages by themselves.
             gitlab_retry: RetryPolicy {
                 max_attempts: 3,
@@ -399,6 +402,7 @@ impl Drop for Story {
             "rm",
             &self.service,
             &format!("{}-stg", self.service),
+            &format!("{}-edge", self.service),
         ]);
     }
 }
