@@ -172,3 +172,37 @@ async fn docker_engine_restarted_mid_convergence_is_waited_out_with_one_update()
     drop(story);
     drop(engine);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigkill_after_a_play_was_sent_but_before_its_answer_never_plays_twice() {
+    let Some(mut story) = Story::start_binary("crashplay").await else {
+        return;
+    };
+    // GitLab plays the manifest job at once but answers only after 3 s: hoist dies first.
+    story.world.fault(
+        "POST projects/:id/jobs/:id/play",
+        Fault::DelayAnswer(Duration::from_secs(3)),
+    );
+    let tag = story.world.push_tag("acme/shop", "v1.0.0", true).await;
+    story
+        .world
+        .wait_for(|w| w.calls("POST projects/:id/jobs/:id/play") == 1)
+        .await;
+    story.kill();
+
+    story.restart().await;
+    let run = story.finished_run(&tag.sha).await;
+    assert_eq!(run["state"], "succeeded", "{run:#}\n{}", story.logs());
+    assert_eq!(
+        story.world.calls("POST projects/:id/jobs/:id/play"),
+        2,
+        "manifest (before the kill) and deploy, none again: {:#?}",
+        story.world.call_log()
+    );
+    story
+        .world
+        .wait_for(|w| w.commit_comments(&tag.sha).len() >= 2)
+        .await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(story.world.commit_comments(&tag.sha).len(), 2);
+}

@@ -326,6 +326,32 @@ async fn rate_limits_and_bad_gateways_are_retried_and_every_comment_is_posted_on
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn gitlab_down_when_hoist_starts_delays_the_run_which_then_deploys() {
+    use story_support::Setup;
+    let setup = Setup {
+        gitlab_down_for: Some(Duration::from_secs(4)),
+        ..Setup::default()
+    };
+    let Some(story) = Story::start_with("glstart", setup).await else {
+        return;
+    };
+    let world = &story.world;
+    // hoist answers webhooks while GitLab's API is down.
+    let t = world.push_tag("acme/shop", "v1.0.0", true).await;
+    assert!(world.is_down(), "GitLab is still down when the tag arrives");
+    let run = story.finished_run(&t.sha).await;
+    assert_eq!(run["state"], "succeeded", "{run:#}");
+    assert!(!world.is_down());
+    assert_eq!(world.job(t.pipeline_id, "deploy").status, "success");
+    assert!(story.service_image().contains(":v1.0.0@sha256:"));
+    world
+        .wait_for(|w| w.commit_comments(&t.sha).len() >= 2)
+        .await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(world.commit_comments(&t.sha).len(), 2, "each comment once");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn gitlab_down_past_the_retries_mid_run_is_outlasted_and_deploy_is_played_once() {
     use support::fake_gitlab::Fault;
     let Some(story) = Story::start("gldown").await else {

@@ -60,6 +60,8 @@ pub struct Setup {
     pub docker_host: Option<String>,
     /// The in-process engine's job timeout (60 s by default).
     pub job_timeout: Option<Duration>,
+    /// GitLab is down when hoist starts, for this long from hoist's first API call.
+    pub gitlab_down_for: Option<Duration>,
 }
 
 impl Story {
@@ -98,6 +100,7 @@ impl Story {
             extra,
             docker_host,
             job_timeout,
+            gitlab_down_for,
         } = setup;
         let mut env = test_env()?;
         support::capture::capture_logs();
@@ -105,6 +108,9 @@ impl Story {
             env.docker_host = host;
         }
         let world = FakeGitlab::start().await;
+        if let Some(d) = gitlab_down_for {
+            world.fault("", support::fake_gitlab::Fault::Down(d));
+        }
         let service = unique_name(label);
         let path = repo_path(&service);
         let image = format!("{}/{path}", env.registry);
