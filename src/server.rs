@@ -56,6 +56,14 @@ pub async fn run_with(
         .await
         .context("cannot open the store")?;
     crate::metrics::set_queue_depth(store.queue_depth().await.unwrap_or(0));
+    if !store.is_postgres() {
+        // One process per SQLite file: its old leases are this hoist's own, from before a
+        // restart. Forget them so its runs resume at once.
+        store
+            .clear_leases()
+            .await
+            .context("cannot reset the store's leases")?;
+    }
 
     // Neither client contacts anything yet: hoist starts while GitLab or Docker is down.
     let gitlab = crate::gitlab::HttpClient::with_policy(

@@ -43,7 +43,11 @@ pub async fn run(engine: Arc<Engine>, committed: Arc<Notify>, mut shutdown: watc
 
 /// Processes up to one batch; returns how many deliveries it finished.
 pub async fn process_batch(engine: &Engine) -> Result<usize, StoreError> {
-    let queued = engine.store.queued(BATCH).await?;
+    let ttl = engine.options.lease_ttl;
+    let queued = engine
+        .store
+        .claim_deliveries(&engine.instance, BATCH, ttl)
+        .await?;
     if queued.is_empty() {
         return Ok(0);
     }
@@ -52,6 +56,20 @@ pub async fn process_batch(engine: &Engine) -> Result<usize, StoreError> {
         plans.push(engine.plan(d).await);
     }
     let mut tx = engine.store.begin().await?;
+    let ids: Vec<i64> = queued.iter().map(|d| d.id).collect();
+    if !engine
+        .store
+        .still_holds_deliveries(&mut tx, &engine.instance, &ids)
+        .await?
+    {
+        // Planning outlasted the lease and another replica took the batch: it does the work.
+        tracing::warn!(
+            batch = ids.len(),
+            "delivery lease lost; leaving the batch to its new holder"
+        );
+        tx.rollback().await?;
+        return Ok(0);
+    }
     let now = store::now_text();
     let mut finished = Vec::with_capacity(queued.len());
     let mut new_runs = false;

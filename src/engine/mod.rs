@@ -41,6 +41,9 @@ pub struct EngineOptions {
     /// How long `verify` keeps trying a registry that is unreachable (restarting) before
     /// failing the run.
     pub registry_wait: Duration,
+    /// How long a replica's claim on a delivery, a run or the outbox lasts unless renewed;
+    /// another replica takes over a dead one's work after it.
+    pub lease_ttl: Duration,
     /// Retries of one GitLab request (a run outlasts them: it keeps trying until its deadline).
     pub gitlab_retry: crate::gitlab::RetryPolicy,
 }
@@ -54,9 +57,26 @@ impl Default for EngineOptions {
             outbox_retry: Duration::from_secs(5),
             reconcile_every: Duration::from_secs(60),
             registry_wait: Duration::from_secs(60),
+            lease_ttl: Duration::from_secs(15),
             gitlab_retry: crate::gitlab::RetryPolicy::default(),
         }
     }
+}
+
+/// A name for this replica, unique across restarts: `HOST-PID-RANDOM`.
+fn instance_name() -> String {
+    use std::hash::{BuildHasher, Hasher};
+    let host = std::fs::read_to_string("/etc/hostname")
+        .map(|h| h.trim().to_string())
+        .unwrap_or_default();
+    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+    h.write_u32(std::process::id());
+    let host = if host.is_empty() {
+        "hoist".to_string()
+    } else {
+        host
+    };
+    format!("{host}-{}-{:08x}", std::process::id(), h.finish() as u32)
 }
 
 /// Everything a run needs, shared by the dispatcher, the executor and the outbox.
@@ -78,6 +98,8 @@ pub struct Engine {
     pub outbox_changed: Notify,
     /// Runs this process is executing.
     active: Mutex<HashSet<i64>>,
+    /// This replica's name in leases: host, process and a random part.
+    pub instance: String,
     /// Drifted services: (project, env, service) → what Swarm runs instead.
     drift: Mutex<HashMap<(String, String, String), String>>,
 }
@@ -105,6 +127,7 @@ impl Engine {
             runs_changed: Notify::new(),
             outbox_changed: Notify::new(),
             active: Mutex::new(HashSet::new()),
+            instance: instance_name(),
             drift: Mutex::new(HashMap::new()),
         })
     }

@@ -12,15 +12,29 @@ use tracing::Instrument;
 use super::Engine;
 use crate::events::CommitSha;
 use crate::gitlab::{CommitState, GitlabError, NoteId};
+use crate::store::leases::{Lease, OUTBOX_LEASE};
 use crate::store::runs::OutboxItem;
 
 /// Attempts before a transiently failing write is given up.
 const MAX_ATTEMPTS: i64 = 20;
 
 pub async fn sender(engine: Arc<Engine>, mut shutdown: watch::Receiver<bool>) {
+    let mut lease: Option<Lease> = None;
     loop {
         if *shutdown.borrow() {
             break;
+        }
+        // One sender across replicas keeps GitLab writes in the order they were decided.
+        lease = hold_outbox(&engine, lease.take()).await;
+        match lease {
+            Some(_) => {}
+            None => {
+                tokio::select! {
+                    _ = tokio::time::sleep(engine.options.lease_ttl / 3) => {}
+                    _ = shutdown.changed() => {}
+                }
+                continue;
+            }
         }
         let stalled = match send_pending(&engine).await {
             Ok(stalled) => stalled,
@@ -38,6 +52,32 @@ pub async fn sender(engine: Arc<Engine>, mut shutdown: watch::Receiver<bool>) {
             _ = engine.outbox_changed.notified() => {}
             _ = tokio::time::sleep(pause) => {}
             _ = shutdown.changed() => {}
+        }
+    }
+}
+
+/// Renews the outbox lease, or takes it when it is free; None while another replica sends.
+async fn hold_outbox(engine: &Engine, held: Option<Lease>) -> Option<Lease> {
+    let store = &engine.store;
+    if let Some(lease) = held {
+        match store.renew_lease(&lease).await {
+            Ok(true) => return Some(lease),
+            Ok(false) => tracing::warn!("outbox lease lost; another replica sends"),
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot renew the outbox lease");
+                return None;
+            }
+        }
+    }
+    let ttl = engine.options.lease_ttl;
+    match store
+        .claim_lease(OUTBOX_LEASE, &engine.instance, None, ttl)
+        .await
+    {
+        Ok(lease) => lease,
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot take the outbox lease");
+            None
         }
     }
 }

@@ -6,6 +6,7 @@
 //! unfinished step.
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use tokio::sync::watch;
@@ -18,8 +19,9 @@ use crate::gitlab::{GitlabError, Job};
 use crate::policy::{self, Decision, JobView};
 use crate::registry::{ImageRegistry, ResolvedImage, missing_platforms};
 use crate::report::{self, RunReport, RunState, ServiceReport, ServiceState};
+use crate::store::leases::{self, Lease};
 use crate::store::runs::{self, RunRow};
-use crate::store::{StoreError, now_text};
+use crate::store::{Store, StoreError, now_text};
 use crate::swarm::{self, OutcomeState, Target};
 
 /// Why a run stopped early.
@@ -36,6 +38,8 @@ pub enum Stop {
     },
     /// The store failed: the run stays as it is and is resumed later.
     Store(StoreError),
+    /// This replica lost the environment's lease: another one continues the run.
+    Lost,
 }
 
 impl From<StoreError> for Stop {
@@ -55,16 +59,8 @@ fn fail(step: &'static str, reason: impl Into<String>) -> Stop {
 
 /// Picks up runnable and interrupted runs and executes each in its own task.
 pub async fn executor(engine: Arc<Engine>, mut shutdown: watch::Receiver<bool>) {
-    // Runs left running by a previous process resume first.
-    match engine.store.running_runs().await {
-        Ok(runs) => {
-            for run in runs {
-                tracing::info!(run_id = run.id, project = %run.project, env = %run.env, "resuming run");
-                start(&engine, run);
-            }
-        }
-        Err(e) => tracing::error!(error = %e, "cannot read interrupted runs"),
-    }
+    // Runs left running by a previous process (or a replica that died) resume first.
+    resume_orphans(&engine, "resuming run").await;
     loop {
         if *shutdown.borrow() {
             break;
@@ -78,21 +74,35 @@ pub async fn executor(engine: Arc<Engine>, mut shutdown: watch::Receiver<bool>) 
             Err(e) => tracing::error!(error = %e, "cannot read queued runs"),
         }
         // A run whose store write failed (SQLite locked past its busy timeout, a full disk)
-        // stopped where it was, `running`: nobody here executes it, so it resumes.
-        match engine.store.running_runs().await {
-            Ok(runs) => {
-                for run in runs.into_iter().filter(|r| !engine.is_active(r.id)) {
-                    tracing::info!(run_id = run.id, project = %run.project, env = %run.env, "resuming run stopped by a store error");
-                    start(&engine, run);
-                }
-            }
-            Err(e) => tracing::error!(error = %e, "cannot read running runs"),
-        }
+        // stopped where it was, `running`; so did the runs of a replica that died. Nobody
+        // executes them (no live lease): they resume here.
+        resume_orphans(&engine, "resuming run nobody executes").await;
         tokio::select! {
             _ = engine.runs_changed.notified() => {}
             _ = tokio::time::sleep(Duration::from_secs(2)) => {}
             _ = shutdown.changed() => {}
         }
+    }
+}
+
+/// Starts the `running` runs that no replica executes: none here, and no unexpired lease.
+async fn resume_orphans(engine: &Arc<Engine>, why: &str) {
+    let (running, leased) = match (
+        engine.store.running_runs().await,
+        engine.store.leased_runs().await,
+    ) {
+        (Ok(r), Ok(l)) => (r, l),
+        (Err(e), _) | (_, Err(e)) => {
+            tracing::error!(error = %e, "cannot read running runs");
+            return;
+        }
+    };
+    for run in running
+        .into_iter()
+        .filter(|r| !engine.is_active(r.id) && !leased.contains(&r.id))
+    {
+        tracing::info!(run_id = run.id, project = %run.project, env = %run.env, "{why}");
+        start(engine, run);
     }
 }
 
@@ -114,10 +124,40 @@ fn start(engine: &Arc<Engine>, run: RunRow) {
                 None
             }
         };
-        if let Some(run) = current {
-            let result = tracing::Instrument::instrument(execute(&engine, run), span).await;
+        // One run per environment across replicas: its lease, with the fence checked before
+        // every side effect.
+        let lease = match &current {
+            Some(r) => match engine
+                .store
+                .claim_lease(
+                    &leases::env_lease_name(&r.project, &r.env),
+                    &engine.instance,
+                    Some(id),
+                    engine.options.lease_ttl,
+                )
+                .await
+            {
+                Ok(lease) => lease,
+                Err(e) => {
+                    tracing::warn!(run_id = id, error = %e, "cannot take the environment's lease; will try again");
+                    None
+                }
+            },
+            None => None,
+        };
+        if let (Some(run), Some(lease)) = (current, lease) {
+            let lost = Arc::new(AtomicBool::new(false));
+            let heartbeat = tokio::spawn(heartbeat(engine.clone(), lease.clone(), lost.clone()));
+            let result =
+                tracing::Instrument::instrument(execute(&engine, run, &lease, lost), span).await;
+            heartbeat.abort();
             if let Err(e) = result {
                 tracing::error!(run_id = id, error = %e, "the store failed mid-run; the run resumes once it answers");
+            }
+            if let Ok(mut tx) = engine.store.begin().await
+                && Store::release_lease(&mut tx, &lease).await.is_ok()
+            {
+                let _ = tx.commit().await;
             }
         }
         engine.release(id);
@@ -126,8 +166,31 @@ fn start(engine: &Arc<Engine>, run: RunRow) {
     });
 }
 
-/// Runs one run to its end (or until the store fails).
-pub async fn execute(engine: &Engine, run: RunRow) -> Result<(), StoreError> {
+/// Renews a run's lease every third of its time-to-live; marks it lost when renewal fails.
+async fn heartbeat(engine: Arc<Engine>, lease: Lease, lost: Arc<AtomicBool>) {
+    let every = lease.ttl / 3;
+    loop {
+        tokio::time::sleep(every).await;
+        match engine.store.renew_lease(&lease).await {
+            Ok(true) => {}
+            Ok(false) => {
+                tracing::warn!(lease = %lease.name, "lease lost; this replica stops the run");
+                lost.store(true, Ordering::SeqCst);
+                return;
+            }
+            // The store may come back before the lease runs out; `guard` checks again.
+            Err(e) => tracing::warn!(error = %e, "cannot renew the lease"),
+        }
+    }
+}
+
+/// Runs one run to its end (or until the store fails, or the lease is lost).
+async fn execute(
+    engine: &Engine,
+    run: RunRow,
+    lease: &Lease,
+    lost: Arc<AtomicBool>,
+) -> Result<(), StoreError> {
     let Some(project) = engine
         .config
         .projects
@@ -161,12 +224,15 @@ pub async fn execute(engine: &Engine, run: RunRow) -> Result<(), StoreError> {
         run: run.clone(),
         report: base_report(engine, &run),
         images: Vec::new(),
+        lease,
+        lost,
     };
     if run.state == runs::QUEUED {
         match ctx.check().await {
             Ok(()) => {}
-            Err(Stop::Refused(reason)) => return ctx.refuse(&reason).await,
+            Err(Stop::Refused(reason)) => return settle(ctx.refuse(&reason).await),
             Err(Stop::Store(e)) => return Err(e),
+            Err(Stop::Lost) => return Ok(()),
             Err(Stop::Failed { reason, .. }) => {
                 // Could not even check (GitLab down past retries): leave queued and try later.
                 tracing::warn!(reason = %reason, "cannot check the request yet; will retry");
@@ -174,13 +240,15 @@ pub async fn execute(engine: &Engine, run: RunRow) -> Result<(), StoreError> {
                 return Ok(());
             }
         }
-        ctx.begin().await?;
+        if let Err(stop) = ctx.begin().await {
+            return settle(Err(stop));
+        }
     }
     let result = ctx.steps().await;
     ctx.report.duration_ms = Some(u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX));
-    match result {
+    let ended = match result {
         Ok(()) => ctx.end(runs::SUCCEEDED, None).await,
-        Err(Stop::Store(e)) => Err(e),
+        Err(stop @ (Stop::Store(_) | Stop::Lost)) => Err(stop),
         Err(Stop::Refused(reason)) => ctx.end(runs::FAILED, Some(("verify", reason))).await,
         Err(Stop::Failed {
             step,
@@ -195,6 +263,24 @@ pub async fn execute(engine: &Engine, run: RunRow) -> Result<(), StoreError> {
                 runs::FAILED
             };
             ctx.end(state, Some((step, reason))).await
+        }
+    };
+    settle(ended)
+}
+
+/// What a run's end means for its task: a lost lease is no error (another replica
+/// continues); a store error is, and the run resumes later.
+fn settle(result: Result<(), Stop>) -> Result<(), StoreError> {
+    match result {
+        Ok(()) => Ok(()),
+        Err(Stop::Store(e)) => Err(e),
+        Err(Stop::Lost) => {
+            tracing::warn!("the environment's lease was lost; another replica continues the run");
+            Ok(())
+        }
+        Err(Stop::Refused(why) | Stop::Failed { reason: why, .. }) => {
+            tracing::error!(reason = %why, "the run could not record its end; it resumes later");
+            Ok(())
         }
     }
 }
@@ -232,9 +318,31 @@ struct RunCtx<'a> {
     run: RunRow,
     report: RunReport,
     images: Vec<ResolvedImage>,
+    /// The environment's lease this run executes under.
+    lease: &'a Lease,
+    lost: Arc<AtomicBool>,
 }
 
 impl RunCtx<'_> {
+    /// The fence check before a side effect: this replica still holds the environment's lease.
+    async fn guard(&self) -> Result<(), Stop> {
+        if self.lost.load(Ordering::SeqCst) || !self.engine.store.holds(self.lease).await? {
+            self.lost.store(true, Ordering::SeqCst);
+            return Err(Stop::Lost);
+        }
+        Ok(())
+    }
+
+    /// A write transaction that commits only while this replica holds the lease.
+    async fn fenced_tx(&self) -> Result<sqlx::Transaction<'static, sqlx::Sqlite>, Stop> {
+        let mut tx = self.engine.store.begin().await?;
+        if !Store::lock_lease(&mut tx, self.lease).await? {
+            self.lost.store(true, Ordering::SeqCst);
+            return Err(Stop::Lost);
+        }
+        Ok(tx)
+    }
+
     fn sha(&self) -> CommitSha {
         CommitSha::from(self.run.sha.clone())
     }
@@ -372,9 +480,9 @@ impl RunCtx<'_> {
         Ok(None)
     }
 
-    async fn refuse(&mut self, reason: &str) -> Result<(), StoreError> {
+    async fn refuse(&mut self, reason: &str) -> Result<(), Stop> {
         tracing::info!(reason, "request refused");
-        let mut tx = self.engine.store.begin().await?;
+        let mut tx = self.fenced_tx().await?;
         runs::set_run_state(&mut tx, self.run.id, runs::REFUSED, Some(reason)).await?;
         if let (Some(iid), Some(note)) = (self.run.mr_iid, self.run.note_id) {
             let who = self.run.requested_by.clone().unwrap_or_default();
@@ -405,8 +513,8 @@ impl RunCtx<'_> {
     }
 
     /// `queued` → `running`, with the "started" comment and status in the same transaction.
-    async fn begin(&mut self) -> Result<(), StoreError> {
-        let mut tx = self.engine.store.begin().await?;
+    async fn begin(&mut self) -> Result<(), Stop> {
+        let mut tx = self.fenced_tx().await?;
         runs::set_run_state(&mut tx, self.run.id, runs::RUNNING, None).await?;
         self.report.state = RunState::Running;
         self.say(
@@ -570,6 +678,9 @@ impl RunCtx<'_> {
         self.report
             .job_urls
             .push((job.name.clone(), job.web_url.clone()));
+        if job.status == Status::Manual {
+            self.guard().await?;
+        }
         let detail = match job.status {
             Status::Success => {
                 self.end_step(
@@ -672,6 +783,7 @@ impl RunCtx<'_> {
             match self.engine.gitlab.job(&self.project.path, job.id).await {
                 Ok(j) if j.status == Status::Success => return Ok(j),
                 Ok(j) if j.status == Status::Manual && play_when_manual => {
+                    self.guard().await?;
                     match self.engine.gitlab.play_job(&self.project.path, j.id).await {
                         Ok(_) => {
                             play_when_manual = false;
@@ -835,6 +947,7 @@ impl RunCtx<'_> {
                 image,
                 auth: creds.as_ref(),
             };
+            self.guard().await?;
             let call = Instant::now();
             let outcome = match swarm::deploy(
                 &self.engine.swarm,
@@ -984,17 +1097,13 @@ impl RunCtx<'_> {
     }
 
     /// The `report` step and the run's final state, with the last comment, status and MR reply.
-    async fn end(
-        &mut self,
-        state: &str,
-        failure: Option<(&str, String)>,
-    ) -> Result<(), StoreError> {
+    async fn end(&mut self, state: &str, failure: Option<(&str, String)>) -> Result<(), Stop> {
         self.report.state = super::reporting::run_state(state);
         if let Some((step, reason)) = &failure {
             self.report.failed_step = Some(step.to_string());
             self.report.error = Some(reason.clone());
         }
-        let mut tx = self.engine.store.begin().await?;
+        let mut tx = self.fenced_tx().await?;
         if let Some((step, reason)) = &failure {
             runs::fail_open_step(&mut tx, self.run.id, step, reason).await?;
         }

@@ -4,6 +4,7 @@
 //! Every function that is part of a larger unit of work takes a connection so
 //! the caller decides the transaction boundary.
 
+pub mod leases;
 pub mod runs;
 
 use std::str::FromStr;
@@ -132,6 +133,11 @@ impl Store {
             .map_err(|e| StoreError::Open(e.to_string()))?;
         sqlx::migrate!("./migrations").run(&pool).await?;
         Ok(Store { pool })
+    }
+
+    /// Whether the store is PostgreSQL (row locks, several replicas) rather than SQLite.
+    pub fn is_postgres(&self) -> bool {
+        false
     }
 
     pub fn pool(&self) -> &SqlitePool {

@@ -178,6 +178,7 @@ webhook_token = "env:WH"
             outbox_retry: Duration::from_millis(200),
             reconcile_every: Duration::from_millis(300),
             registry_wait: Duration::from_secs(5),
+            lease_ttl: Duration::from_secs(3),
             // A request gives up within a second: runs outlive GitLab outages by themselves.
             gitlab_retry: RetryPolicy {
                 max_attempts: 3,
