@@ -90,6 +90,9 @@ pub struct ServerConfig {
 pub struct StoreConfig {
     /// `sqlite://PATH` (default `sqlite://hoist.db`) or `postgres://…`.
     pub url: Secret,
+    /// How long a replica's claim on work lasts unless renewed (default 15 s): a replica
+    /// that dies has its run taken over this long after its last renewal.
+    pub lease_seconds: u64,
 }
 
 #[derive(Debug, Clone)]
@@ -412,6 +415,7 @@ struct RawServer {
 #[serde(deny_unknown_fields)]
 struct RawStore {
     url: Option<String>,
+    lease_seconds: Option<u64>,
 }
 
 #[derive(Deserialize)]
@@ -674,10 +678,20 @@ impl Validator<'_> {
             }
             projects.push(self.project(&key, p)?);
         }
+        let lease_seconds = raw.store.lease_seconds.unwrap_or(15);
+        if !(1..=3600).contains(&lease_seconds) {
+            return Err(self.err(
+                "store.lease_seconds",
+                "must be between 1 and 3600 seconds",
+            ));
+        }
         Ok(Config {
             file: self.file.to_path_buf(),
             server,
-            store: StoreConfig { url: store_url },
+            store: StoreConfig {
+                url: store_url,
+                lease_seconds,
+            },
             gitlab,
             docker,
             registries,

@@ -40,7 +40,11 @@ pub async fn run(
     listener: TcpListener,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
-    run_with(config, listener, EngineOptions::default(), shutdown).await
+    let options = EngineOptions {
+        lease_ttl: std::time::Duration::from_secs(config.store.lease_seconds),
+        ..EngineOptions::default()
+    };
+    run_with(config, listener, options, shutdown).await
 }
 
 /// [`run`] with explicit engine timings (tests shorten them).
