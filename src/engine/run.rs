@@ -146,6 +146,9 @@ fn start(engine: &Arc<Engine>, run: RunRow) {
             None => None,
         };
         if let (Some(run), Some(lease)) = (current, lease) {
+            if let Err(e) = engine.store.set_run_owner(id, &engine.instance).await {
+                tracing::warn!(run_id = id, error = %e, "cannot record the run's owner");
+            }
             let lost = Arc::new(AtomicBool::new(false));
             let heartbeat = tokio::spawn(heartbeat(engine.clone(), lease.clone(), lost.clone()));
             let result =

@@ -257,3 +257,15 @@ impl Store {
         Ok(n.len() == 1)
     }
 }
+
+impl Store {
+    /// Records which replica executes a run (the API's `owner`).
+    pub async fn set_run_owner(&self, run_id: i64, owner: &str) -> Result<(), StoreError> {
+        sqlx::query("UPDATE runs SET owner = $1 WHERE id = $2")
+            .bind(owner)
+            .bind(run_id)
+            .execute(self.pool())
+            .await?;
+        Ok(())
+    }
+}

@@ -4,6 +4,7 @@
 //! scans the captured logs and every response body for them.
 #![allow(dead_code)]
 
+pub mod balancer;
 pub mod capture;
 pub mod fake_gitlab;
 
