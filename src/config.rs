@@ -680,10 +680,7 @@ impl Validator<'_> {
         }
         let lease_seconds = raw.store.lease_seconds.unwrap_or(15);
         if !(1..=3600).contains(&lease_seconds) {
-            return Err(self.err(
-                "store.lease_seconds",
-                "must be between 1 and 3600 seconds",
-            ));
+            return Err(self.err("store.lease_seconds", "must be between 1 and 3600 seconds"));
         }
         Ok(Config {
             file: self.file.to_path_buf(),

@@ -657,6 +657,74 @@ fn docker_accepts_the_stack_file() {
     assert!(stderr.contains("HOIST_DOCKER_GID"), "stderr: {stderr}");
 }
 
+const STACK_REPLICAS: &str = "deploy/stack-replicas.yml";
+
+#[test]
+fn the_replicas_stack_runs_three_hoists_on_postgresql_without_a_data_volume() {
+    let stack = yaml(STACK_REPLICAS);
+    let service = hoist_service(&stack);
+    let deploy = service.get("deploy").expect("the service has `deploy`");
+    assert_eq!(deploy.get("replicas"), Some(&json!(3)));
+    assert_eq!(
+        deploy.pointer("/update_config/order"),
+        Some(&json!("start-first")),
+        "replicas share PostgreSQL safely: the new one starts first"
+    );
+    let volumes = mounts(service, "volumes");
+    assert!(
+        volumes.iter().all(|(_, t)| t != "/var/lib/hoist"),
+        "no SQLite volume: {volumes:?}"
+    );
+    assert!(
+        mounts(service, "secrets")
+            .iter()
+            .any(|(s, _)| s == "hoist_store_url"),
+        "the PostgreSQL URL (it holds a password) is a secret"
+    );
+    // Everything else (socket, config, other secrets, healthcheck) as in the one-replica stack.
+    let single = yaml(STACK);
+    let one = hoist_service(&single);
+    for key in ["command", "user", "healthcheck", "configs", "ports"] {
+        assert_eq!(service.get(key), one.get(key), "{key} differs from {STACK}");
+    }
+    for secret in mounts(one, "secrets") {
+        assert!(
+            mounts(service, "secrets").contains(&secret),
+            "secret {secret:?} of {STACK} is missing"
+        );
+    }
+}
+
+#[test]
+fn docker_accepts_the_replicas_stack_file() {
+    let Some(host) = std::env::var_os("HOIST_TEST_DOCKER_HOST") else {
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "CI is set but HOIST_TEST_DOCKER_HOST is not"
+        );
+        return;
+    };
+    let out = Command::new("docker")
+        .arg("--host")
+        .arg(&host)
+        .args(["stack", "config", "-c", STACK_REPLICAS])
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .env("HOIST_IMAGE", "registry.example.com/ops/hoist:0.1.0")
+        .env("HOIST_DOCKER_GID", "998")
+        .env_remove("HOIST_CONFIG_VERSION")
+        .output()
+        .expect("cannot run the docker CLI");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "docker stack config rejected {STACK_REPLICAS}: {}{stdout}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    for expected in ["replicas: 3", "hoist_store_url", "spread: node.id"] {
+        assert!(stdout.contains(expected), "{expected:?} missing:\n{stdout}");
+    }
+}
+
 // ---------------------------------------------------------------------------
 // deploy/hoist.toml
 

@@ -29,7 +29,8 @@ impl Balancer {
                     for i in 0..backends.len() {
                         let backend = backends[(first + i) % backends.len()];
                         if let Ok(mut outbound) = TcpStream::connect(backend).await {
-                            let _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound).await;
+                            let _ =
+                                tokio::io::copy_bidirectional(&mut inbound, &mut outbound).await;
                             return;
                         }
                     }
