@@ -6,6 +6,7 @@
 
 pub mod auth;
 pub mod limit;
+mod project;
 pub mod writer;
 
 use std::collections::HashMap;
@@ -17,13 +18,13 @@ use axum::body::{Body, Bytes};
 use axum::extract::{ConnectInfo, Request, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
-use serde::Deserialize;
 use sha2::{Digest, Sha256};
 
 use crate::config::{Config, ProjectConfig};
 use crate::metrics;
 use crate::store::{DeliveryState, NewDelivery};
 use auth::AuthHeaders;
+use project::ProjectRef;
 use writer::{WriteError, Writer};
 
 /// What the receiver needs: the config, the writer, and the project ids it learned.
@@ -70,44 +71,6 @@ impl Receiver {
             map.entry(id).or_insert(index);
         }
     }
-}
-
-/// The only fields the receiver parses: where the project is named.
-#[derive(Deserialize, Default)]
-struct ProjectRef {
-    #[serde(default)]
-    project: Option<ProjectObject>,
-    #[serde(default, deserialize_with = "lenient_id")]
-    project_id: Option<u64>,
-}
-
-#[derive(Deserialize, Default)]
-struct ProjectObject {
-    #[serde(default, deserialize_with = "lenient_id")]
-    id: Option<u64>,
-    #[serde(default)]
-    path_with_namespace: Option<String>,
-}
-
-impl ProjectRef {
-    fn id(&self) -> Option<u64> {
-        self.project.as_ref().and_then(|p| p.id).or(self.project_id)
-    }
-    fn path(&self) -> Option<&str> {
-        self.project
-            .as_ref()
-            .and_then(|p| p.path_with_namespace.as_deref())
-    }
-}
-
-/// Accepts an id as a number or a numeric string; anything else counts as absent.
-fn lenient_id<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<u64>, D::Error> {
-    let v = Option::<serde_json::Value>::deserialize(d)?;
-    Ok(match v {
-        Some(serde_json::Value::Number(n)) => n.as_u64(),
-        Some(serde_json::Value::String(s)) => s.parse().ok(),
-        _ => None,
-    })
 }
 
 /// The `X-Gitlab-Event` values hoist acts on; everything else is stored as ignored.
@@ -209,7 +172,7 @@ async fn handle(
             answer(StatusCode::BAD_REQUEST, "missing X-Gitlab-Event header\n"),
         );
     };
-    let found: ProjectRef = match serde_json::from_slice::<ProjectRef>(&bytes) {
+    let found: ProjectRef = match ProjectRef::scan(&bytes) {
         Ok(p) => p,
         Err(_) => {
             return (
