@@ -175,6 +175,20 @@ async fn bad_input_gets_a_clear_answer() {
         400,
         "JSON but not an object"
     );
+    // Broken after the project: answered (the receiver reads only that far) and kept, then
+    // recorded by the worker as not understood, never acted on.
+    let broken = r#"{"object_kind":"tag_push","project":{"id":1,"path_with_namespace":"acme/shop"},"commits":["#;
+    let (status, text) = hoist.post(tp, broken, &token(TOKEN)).await;
+    assert_eq!(status, 200, "{text}");
+    hoist.wait_processed().await;
+    let stored = hoist.deliveries("").await;
+    assert_eq!(stored[0]["state"], "ignored", "{stored:#?}");
+    assert!(
+        stored[0]["summary"]
+            .as_str()
+            .is_some_and(|s| s.starts_with("not understood")),
+        "{stored:#?}"
+    );
     let ok = body("tag_push", "acme/shop", "");
     let (status, text) = hoist.post(None, ok.clone(), &token(TOKEN)).await;
     assert_eq!(
