@@ -151,6 +151,11 @@ impl Store {
         limit: i64,
         ttl: Duration,
     ) -> Result<Vec<QueuedDelivery>, StoreError> {
+        if !self.is_postgres() {
+            // One process per SQLite file: its worker is the only claimant, and a claim
+            // written per row would cost a WAL write per delivery for nothing.
+            return self.queued(limit).await;
+        }
         let sql = format!(
             "UPDATE deliveries SET lease_owner = $1, lease_until = $2
              WHERE id IN (SELECT id FROM deliveries
@@ -200,10 +205,16 @@ impl Store {
         ids: &[i64],
     ) -> Result<bool, StoreError> {
         let mut held = 0usize;
+        // SQLite: claims are implicit (one process), so still queued is still held.
+        let owned = if self.is_postgres() {
+            "lease_owner = $1"
+        } else {
+            "$1 = $1"
+        };
         for chunk in ids.chunks(256) {
             let list: Vec<String> = (0..chunk.len()).map(|i| format!("${}", i + 2)).collect();
             let sql = format!(
-                "SELECT id FROM deliveries WHERE lease_owner = $1 AND state = 'queued' AND id IN ({}){}",
+                "SELECT id FROM deliveries WHERE {owned} AND state = 'queued' AND id IN ({}){}",
                 list.join(", "),
                 self.for_update()
             );
