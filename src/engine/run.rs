@@ -19,7 +19,7 @@ use crate::policy::{self, Decision, JobView};
 use crate::registry::{ImageRegistry, ResolvedImage, missing_platforms};
 use crate::report::{self, RunReport, RunState, ServiceReport, ServiceState};
 use crate::store::runs::{self, RunRow};
-use crate::store::{StoreError, now_text};
+use crate::store::{Conn, StoreError, now_text};
 use crate::swarm::{self, OutcomeState, Target};
 
 /// Why a run stopped early.
@@ -406,7 +406,7 @@ impl RunCtx<'_> {
         Ok(())
     }
 
-    async fn enqueue_status(&self, tx: &mut sqlx::SqliteConnection) -> Result<(), StoreError> {
+    async fn enqueue_status(&self, tx: &mut Conn) -> Result<(), StoreError> {
         let (state, description) = report::commit_status(&self.report);
         let body = StatusBody {
             state: state.as_str().to_string(),
@@ -832,7 +832,7 @@ impl RunCtx<'_> {
     /// Records a GitLab write of this run in the outbox, in the caller's transaction.
     async fn say(
         &self,
-        tx: &mut sqlx::SqliteConnection,
+        tx: &mut Conn,
         kind: &str,
         target: &str,
         body: &str,
