@@ -9,6 +9,7 @@ use std::time::{Duration, Instant};
 
 use crate::support;
 use crate::support::fake_gitlab::{FakeGitlab, HookAuth, job_action};
+use crate::support::test_db::TestDb;
 use crate::swarm_support::{
     Behaviour, OCI_INDEX, Pusher, TestEnv, repo_path, test_env, unique_name,
 };
@@ -43,27 +44,37 @@ pub struct Story {
     /// hoist as a child process ([`Story::start_binary`]), to be killed and restarted.
     child: Option<std::process::Child>,
     pub config_path: std::path::PathBuf,
+    /// The store; dropped after hoist (fields drop after [`Story`]'s own `drop`).
+    pub db: TestDb,
     _dir: tempfile::TempDir,
 }
 
 impl Story {
     pub async fn start(label: &str) -> Option<Story> {
-        Story::start_with(label, false, "").await
+        Story::start_with(label, false, "", TestDb::sqlite()).await
+    }
+
+    /// The story on a fresh PostgreSQL database of the test cluster. None when the test
+    /// engine or the cluster is missing (a failure when `CI` is set).
+    pub async fn start_postgres(label: &str) -> Option<Story> {
+        test_env()?;
+        let db = TestDb::postgres(label).await?;
+        Story::start_with(label, false, "", db).await
     }
 
     /// The story with `extra` appended to the config (more environments of acme/shop);
     /// `{service}` in it stands for the story's service name.
     pub async fn start_extra(label: &str, extra: &str) -> Option<Story> {
-        Story::start_with(label, false, extra).await
+        Story::start_with(label, false, extra, TestDb::sqlite()).await
     }
 
     /// The story with hoist running as the real binary (`hoist serve`), which
     /// [`Story::kill`] and [`Story::restart`] can SIGKILL and start again on the same store.
     pub async fn start_binary(label: &str) -> Option<Story> {
-        Story::start_with(label, true, "").await
+        Story::start_with(label, true, "", TestDb::sqlite()).await
     }
 
-    async fn start_with(label: &str, binary: bool, extra: &str) -> Option<Story> {
+    async fn start_with(label: &str, binary: bool, extra: &str, db: TestDb) -> Option<Story> {
         let env = test_env()?;
         let world = FakeGitlab::start().await;
         let service = unique_name(label);
@@ -80,7 +91,7 @@ impl Story {
 listen = "127.0.0.1:{port}"
 public_url = "http://127.0.0.1:{port}"
 [store]
-url = "sqlite://{db}"
+url = "{store}"
 [gitlab]
 url = "{gitlab}"
 token = "env:GL"
@@ -113,7 +124,7 @@ webhook_token = "env:WH"
     [projects.environments.services.create]
     replicas = 1
 "#,
-            db = dir.path().join("hoist.db").display(),
+            store = db.url,
             gitlab = world.url(),
             docker = env.docker_host,
             registry = env.registry,
@@ -190,6 +201,7 @@ webhook_token = "env:WH"
             stop: Some(stop),
             child: None,
             config_path,
+            db,
             _dir: dir,
         };
         if binary {
