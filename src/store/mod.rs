@@ -149,7 +149,8 @@ pub struct DeliveryRow {
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
-    #[error("cannot open the store: {0}")]
+    /// Callers say "cannot open the store" (the context), so the message is only the cause.
+    #[error("{0}")]
     Open(String),
     #[error("store error: {0}")]
     Db(#[from] sqlx::Error),
@@ -449,6 +450,12 @@ fn redact_url_error(e: &sqlx::Error, url: &str) -> String {
         sqlx::Error::Configuration(_) => {
             return "the store url is not valid (expected sqlite://PATH or \
                     postgres://USER:PASSWORD@HOST[:PORT]/DATABASE)"
+                .to_string();
+        }
+        // sqlx retries refused connections until the acquire timeout, then says only this.
+        sqlx::Error::PoolTimedOut => {
+            return "no connection within 10 s: is the database running and reachable \
+                    at the url's host and port?"
                 .to_string();
         }
         other => other.to_string(),
