@@ -1,11 +1,14 @@
 # shellcheck shell=bash
-# scripts/testenv.sh: a private Docker engine in swarm mode and two loopback registries for hoist's tests.
+# scripts/testenv.sh: a private Docker engine in swarm mode, two loopback registries and a
+# private PostgreSQL cluster for hoist's tests.
 #
 # Source it, then call `testenv_up` / `testenv_down`:
 #   . scripts/testenv.sh && testenv_up && cargo test --test swarm; testenv_down
 # testenv_up exports HOIST_TEST_DOCKER_HOST, HOIST_TEST_REGISTRY (anonymous),
-# HOIST_TEST_AUTH_REGISTRY, HOIST_TEST_REGISTRY_USER, HOIST_TEST_REGISTRY_PASSWORD
-# and writes them to $HOIST_TEST_STATE/env (default ./.hoist-test/env) for `source`.
+# HOIST_TEST_AUTH_REGISTRY, HOIST_TEST_REGISTRY_USER, HOIST_TEST_REGISTRY_PASSWORD,
+# HOIST_TEST_POSTGRES_URL (a superuser on the `postgres` database; tests create
+# their own databases) and writes them to $HOIST_TEST_STATE/env (default
+# ./.hoist-test/env) for `source`.
 # The engine never touches the machine's own Docker: its own data root, exec
 # root, socket, no bridge and no iptables. The tests build and push their
 # images themselves (tests/swarm_support), from the static busybox on this machine.
@@ -60,6 +63,7 @@ _testenv_install() {
     if ! _testenv_busybox_is_static; then
         missing+=(busybox-static)
     fi
+    _testenv_pg_bin >/dev/null 2>&1 || missing+=(postgresql)
     if [ "${#missing[@]}" -eq 0 ]; then
         return 0
     fi
@@ -159,6 +163,94 @@ _testenv_start_registry() {
     cat "$dir/addr"
 }
 
+# The newest installed PostgreSQL's bin directory (Debian keeps them out of PATH).
+_testenv_pg_bin() {
+    local dir version best="" best_version=0
+    for dir in /usr/lib/postgresql/*/bin; do
+        [ -x "$dir/initdb" ] || continue
+        # Version directories: 9.6 < 10 < 15, so compare major numbers, not text.
+        version=${dir%/bin}
+        version=${version##*/}
+        version=${version%%.*}
+        if [ "$version" -gt "$best_version" ]; then
+            best=$dir
+            best_version=$version
+        fi
+    done
+    [ -n "$best" ] || return 1
+    printf '%s' "$best"
+}
+
+# Runs a PostgreSQL binary; as root, as the postgres user (PostgreSQL refuses to run as root).
+_testenv_pg() {
+    if [ "$(id -u)" -eq 0 ]; then
+        runuser -u postgres -- "$@"
+    else
+        "$@"
+    fi
+}
+
+# _testenv_start_postgres STATE; prints the superuser's URL.
+# A private cluster under STATE/pg: loopback TCP only, its unix socket inside STATE/pg,
+# password (scram) authentication, so the URL the tests get is the kind users write.
+_testenv_start_postgres() {
+    local state=$1 dir="$state/pg" bin
+    bin=$(_testenv_pg_bin) || {
+        _testenv_log "PostgreSQL is not installed (no /usr/lib/postgresql/*/bin/initdb)"
+        return 1
+    }
+    local user=hoist password port
+    mkdir -p "$dir/sock" || return 1
+    if [ -f "$dir/password" ]; then
+        password=$(cat "$dir/password")
+    else
+        # Letters and digits only: the password goes into a URL unescaped.
+        password=$(head -c 18 /dev/urandom | base64 | tr -dc 'A-Za-z0-9')
+        (umask 077 && printf '%s\n' "$password" >"$dir/password")
+    fi
+    if [ "$(id -u)" -eq 0 ]; then
+        chown -R postgres: "$dir" || return 1
+        if ! runuser -u postgres -- test -w "$dir"; then
+            _testenv_log "the postgres user cannot reach $dir: make the directories above it searchable"
+            return 1
+        fi
+    fi
+    if [ -f "$dir/port" ] && _testenv_pg "$bin/pg_ctl" -D "$dir/data" status >/dev/null 2>&1 \
+        && _testenv_pg "$bin/pg_isready" -q -h 127.0.0.1 -p "$(cat "$dir/port")"; then
+        printf 'postgres://%s:%s@127.0.0.1:%s/postgres' "$user" "$password" "$(cat "$dir/port")"
+        return 0
+    fi
+    if [ ! -f "$dir/data/PG_VERSION" ]; then
+        rm -rf "$dir/data"
+        _testenv_pg "$bin/initdb" -D "$dir/data" -U "$user" --pwfile="$dir/password" \
+            --auth-local=scram-sha-256 --auth-host=scram-sha-256 --encoding=UTF8 --no-locale \
+            >>"$dir/initdb.log" 2>&1 || {
+            _testenv_log "initdb failed; see $dir/initdb.log"
+            tail -n 5 "$dir/initdb.log" >&2
+            return 1
+        }
+    fi
+    port=$(_testenv_free_port) || return 1
+    # max_connections: every test store is a pool, and tests run two at a time.
+    _testenv_pg "$bin/pg_ctl" -D "$dir/data" -l "$dir/postgres.log" -w -t 60 \
+        -o "-c listen_addresses=127.0.0.1 -c port=$port -c unix_socket_directories='$dir/sock' -c max_connections=300" \
+        start >>"$dir/pg_ctl.log" 2>&1 || {
+        _testenv_log "PostgreSQL did not start; see $dir/postgres.log"
+        tail -n 10 "$dir/postgres.log" >&2
+        return 1
+    }
+    printf '%s' "$port" >"$dir/port"
+    printf 'postgres://%s:%s@127.0.0.1:%s/postgres' "$user" "$password" "$port"
+}
+
+_testenv_stop_postgres() {
+    local state=$1 dir="$state/pg" bin
+    [ -f "$dir/data/postmaster.pid" ] || return 0
+    bin=$(_testenv_pg_bin) || return 0
+    _testenv_pg "$bin/pg_ctl" -D "$dir/data" -m fast -w -t 60 stop >>"$dir/pg_ctl.log" 2>&1 || true
+    rm -f "$dir/port"
+}
+
 testenv_up() {
     local state
     state=$(_testenv_state)
@@ -186,6 +278,8 @@ testenv_up() {
     local anon auth
     anon=$(_testenv_start_registry "$state" registry) || return 1
     auth=$(_testenv_start_registry "$state" registry-auth "$state/htpasswd") || return 1
+    local postgres_url
+    postgres_url=$(_testenv_start_postgres "$state") || return 1
 
     export HOIST_TEST_STATE="$state"
     export HOIST_TEST_DOCKER_HOST
@@ -194,6 +288,7 @@ testenv_up() {
     export HOIST_TEST_AUTH_REGISTRY="$auth"
     export HOIST_TEST_REGISTRY_USER="$user"
     export HOIST_TEST_REGISTRY_PASSWORD="$password"
+    export HOIST_TEST_POSTGRES_URL="$postgres_url"
     {
         printf 'export HOIST_TEST_STATE=%q\n' "$state"
         printf 'export HOIST_TEST_DOCKER_HOST=%q\n' "$HOIST_TEST_DOCKER_HOST"
@@ -201,9 +296,10 @@ testenv_up() {
         printf 'export HOIST_TEST_AUTH_REGISTRY=%q\n' "$auth"
         printf 'export HOIST_TEST_REGISTRY_USER=%q\n' "$user"
         printf 'export HOIST_TEST_REGISTRY_PASSWORD=%q\n' "$password"
+        printf 'export HOIST_TEST_POSTGRES_URL=%q\n' "$postgres_url"
     } >"$state/env"
     chmod 600 "$state/env"
-    _testenv_log "engine $HOIST_TEST_DOCKER_HOST, registries $anon (anonymous) and $auth (basic auth); env in $state/env"
+    _testenv_log "engine $HOIST_TEST_DOCKER_HOST, registries $anon (anonymous) and $auth (basic auth), PostgreSQL on 127.0.0.1:$(cat "$state/pg/port"); env in $state/env"
 }
 
 _testenv_stop_pid() {
@@ -228,6 +324,7 @@ testenv_down() {
     state=$(cd "$state" && pwd)
     _testenv_stop_pid "$state/registry/pid"
     _testenv_stop_pid "$state/registry-auth/pid"
+    _testenv_stop_postgres "$state"
     if [ -f "$state/docker_host" ]; then
         # Leaving the swarm removes its services, so a re-run starts clean.
         timeout 30 docker -H "$(cat "$state/docker_host")" swarm leave --force >/dev/null 2>&1 || true

@@ -136,9 +136,10 @@ async fn docker_engine_restarted_mid_convergence_is_waited_out_with_one_update()
         assert!(std::time::Instant::now() < deadline, "{}", story.logs());
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    // Swarm took the new image and is converging (the monitor is 5 s): restart the engine.
+    // Swarm took the new image and is converging (the monitor is 5 s, so hoist's first look
+    // is about 5 s after its write): restart the engine, down for 6 s, across that look.
     let blocking = tokio::task::spawn_blocking(move || {
-        engine.restart();
+        engine.restart(Duration::from_secs(6));
         engine
     });
     let engine = blocking.await.expect("restart");

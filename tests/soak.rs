@@ -142,16 +142,7 @@ async fn deliveries_and_deploys_survive_repeated_sigkills() {
     let digest = run["digest"].as_str().expect("digest").to_string();
 
     // Wait until the worker drained the queue and no run is open.
-    let db = format!(
-        "sqlite://{}",
-        story
-            .config_path
-            .parent()
-            .expect("dir")
-            .join("hoist.db")
-            .display()
-    );
-    let store = Store::open(&db).await.expect("open the store");
+    let store = Store::open(&story.db.url).await.expect("open the store");
     let deadline = Instant::now() + Duration::from_secs(120);
     loop {
         let queued = store.queue_depth().await.expect("queue depth");

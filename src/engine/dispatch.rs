@@ -5,8 +5,6 @@
 //! tag protection, the MR's head pipeline) run as the first thing a run does,
 //! where failures are retried and reported.
 
-use sqlx::SqliteConnection;
-
 use super::Engine;
 use crate::command::{self, Command};
 use crate::config::{EnvironmentConfig, Policy, ProjectConfig};
@@ -14,7 +12,7 @@ use crate::events::{self, Event, JobEvent, NoteEvent, PipelineEvent, Status};
 use crate::policy::{self, JobView, Readiness};
 use crate::report;
 use crate::store::runs::{self, NewRun};
-use crate::store::{DeliveryState, QueuedDelivery, StoreError};
+use crate::store::{Conn, DeliveryState, QueuedDelivery, StoreError};
 
 /// A GitLab write, recorded in the outbox.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -404,11 +402,7 @@ impl Engine {
 }
 
 /// Commits a plan's runs and writes; returns the first run id it created.
-pub async fn apply(
-    conn: &mut SqliteConnection,
-    plan: &Plan,
-    project: &str,
-) -> Result<Option<i64>, StoreError> {
+pub async fn apply(conn: &mut Conn, plan: &Plan, project: &str) -> Result<Option<i64>, StoreError> {
     let mut first = None;
     for planned in &plan.runs {
         let run = &planned.run;

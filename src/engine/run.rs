@@ -21,7 +21,7 @@ use crate::registry::{ImageRegistry, ResolvedImage, missing_platforms};
 use crate::report::{self, RunReport, RunState, ServiceReport, ServiceState};
 use crate::store::leases::{self, Lease};
 use crate::store::runs::{self, RunRow};
-use crate::store::{Store, StoreError, now_text};
+use crate::store::{Conn, Store, StoreError, Tx, now_text};
 use crate::swarm::{self, OutcomeState, Target};
 
 /// Why a run stopped early.
@@ -337,9 +337,9 @@ impl RunCtx<'_> {
     }
 
     /// A write transaction that commits only while this replica holds the lease.
-    async fn fenced_tx(&self) -> Result<sqlx::Transaction<'static, sqlx::Sqlite>, Stop> {
+    async fn fenced_tx(&self) -> Result<Tx, Stop> {
         let mut tx = self.engine.store.begin().await?;
-        if !Store::lock_lease(&mut tx, self.lease).await? {
+        if !self.engine.store.lock_lease(&mut tx, self.lease).await? {
             self.lost.store(true, Ordering::SeqCst);
             return Err(Stop::Lost);
         }
@@ -543,7 +543,7 @@ impl RunCtx<'_> {
         Ok(())
     }
 
-    async fn enqueue_status(&self, tx: &mut sqlx::SqliteConnection) -> Result<(), StoreError> {
+    async fn enqueue_status(&self, tx: &mut Conn) -> Result<(), StoreError> {
         let (state, description) = report::commit_status(&self.report);
         let body = StatusBody {
             state: state.as_str().to_string(),
@@ -1037,7 +1037,7 @@ impl RunCtx<'_> {
     /// Records a GitLab write of this run in the outbox, in the caller's transaction.
     async fn say(
         &self,
-        tx: &mut sqlx::SqliteConnection,
+        tx: &mut Conn,
         kind: &str,
         target: &str,
         body: &str,

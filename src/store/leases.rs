@@ -12,9 +12,9 @@
 
 use std::time::Duration;
 
-use sqlx::{Row, SqliteConnection};
+use sqlx::Row;
 
-use super::{QueuedDelivery, Store, StoreError};
+use super::{Conn, QueuedDelivery, Store, StoreError};
 
 /// Milliseconds since the epoch: lease times (replica clocks are assumed in sync, as NTP keeps them).
 pub fn now_ms() -> i64 {
@@ -105,10 +105,7 @@ impl Store {
     }
 
     /// Gives a lease up (a run ended), in the caller's transaction.
-    pub async fn release_lease(
-        conn: &mut SqliteConnection,
-        lease: &Lease,
-    ) -> Result<(), StoreError> {
+    pub async fn release_lease(conn: &mut Conn, lease: &Lease) -> Result<(), StoreError> {
         sqlx::query("DELETE FROM leases WHERE name = $1 AND owner = $2 AND fence = $3")
             .bind(&lease.name)
             .bind(&lease.owner)
@@ -200,7 +197,7 @@ impl Store {
     /// its lease); on PostgreSQL the rows stay locked until the transaction ends.
     pub async fn still_holds_deliveries(
         &self,
-        conn: &mut SqliteConnection,
+        conn: &mut Conn,
         owner: &str,
         ids: &[i64],
     ) -> Result<bool, StoreError> {
@@ -252,19 +249,18 @@ impl Store {
 impl Store {
     /// In a write transaction: whether the lease is still this holder's, locking its row on
     /// PostgreSQL so no other replica can take it before the transaction commits.
-    pub async fn lock_lease(
-        conn: &mut SqliteConnection,
-        lease: &Lease,
-    ) -> Result<bool, StoreError> {
-        let n: Vec<i64> = sqlx::query_scalar(
-            "SELECT fence FROM leases WHERE name = $1 AND owner = $2 AND fence = $3 AND lease_until >= $4",
-        )
-        .bind(&lease.name)
-        .bind(&lease.owner)
-        .bind(lease.fence)
-        .bind(now_ms())
-        .fetch_all(&mut *conn)
-        .await?;
+    pub async fn lock_lease(&self, conn: &mut Conn, lease: &Lease) -> Result<bool, StoreError> {
+        let sql = format!(
+            "SELECT fence FROM leases WHERE name = $1 AND owner = $2 AND fence = $3 AND lease_until >= $4{}",
+            self.for_update()
+        );
+        let n: Vec<i64> = sqlx::query_scalar(sqlx::AssertSqlSafe(sql))
+            .bind(&lease.name)
+            .bind(&lease.owner)
+            .bind(lease.fence)
+            .bind(now_ms())
+            .fetch_all(&mut *conn)
+            .await?;
         Ok(n.len() == 1)
     }
 }

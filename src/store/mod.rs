@@ -1,18 +1,74 @@
-//! The durable store: deliveries (and later runs) in SQLite, in SQL PostgreSQL also runs.
+//! The durable store: deliveries, runs, steps and the outbox, in SQLite or PostgreSQL.
 //!
-//! The store is concrete, not a trait: tests run it against a real database.
-//! Every function that is part of a larger unit of work takes a connection so
-//! the caller decides the transaction boundary.
+//! The store is concrete, not a trait: tests run it against both real databases.
+//! Every query is written once, in SQL both dialects accept, and runs through
+//! sqlx's `Any` driver; only opening (connection settings, migrations directory)
+//! and [`Store::begin`] know which backend is behind the URL. Every function that
+//! is part of a larger unit of work takes a [`Conn`] so the caller decides the
+//! transaction boundary.
 
 pub mod leases;
 pub mod runs;
+#[cfg(test)]
+pub(crate) mod test_db;
+#[cfg(test)]
+mod tests;
 
 use std::str::FromStr;
 use std::time::Duration;
 
 use serde::Serialize;
-use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
-use sqlx::{Row, SqliteConnection, SqlitePool};
+use sqlx::any::{AnyConnectOptions, AnyPoolOptions};
+use sqlx::sqlite::SqliteConnectOptions;
+use sqlx::{AnyPool, ConnectOptions, Executor, Row};
+
+/// A connection to the store, of either backend: units of work are written against it.
+pub type Conn = sqlx::AnyConnection;
+
+/// A write transaction from [`Store::begin`]; derefs to a [`Conn`].
+pub type Tx = sqlx::Transaction<'static, sqlx::Any>;
+
+/// Which database a store URL names.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    /// `sqlite:PATH` / `sqlite://PATH`: one file, one hoist.
+    Sqlite,
+    /// `postgres://…` / `postgresql://…`.
+    Postgres,
+}
+
+impl Backend {
+    /// The backend a store URL names, from its scheme alone (the rest may hold a password).
+    /// Case matters, as in the config check (`store.url`).
+    pub fn of_url(url: &str) -> Result<Backend, StoreError> {
+        let scheme = url.split_once(':').map(|(scheme, _)| scheme);
+        match scheme {
+            Some("sqlite") => Ok(Backend::Sqlite),
+            Some("postgres" | "postgresql") => Ok(Backend::Postgres),
+            _ => {
+                // Name the scheme only when it looks like one: a mistyped value could be a secret.
+                let named = scheme
+                    .filter(|s| {
+                        !s.is_empty()
+                            && s.len() <= 16
+                            && s.chars()
+                                .all(|c| c.is_ascii_alphanumeric() || "+-.".contains(c))
+                    })
+                    .map(|s| format!(" (got a {s}: URL)"))
+                    .unwrap_or_default();
+                Err(StoreError::Open(format!(
+                    "the store url must start with sqlite: or postgres://{named}"
+                )))
+            }
+        }
+    }
+}
+
+/// Per-connection SQLite settings (sqlx's `Any` options are only a URL, so they are set here).
+/// busy_timeout first, so switching to WAL waits for a lock instead of failing.
+/// `synchronous=FULL`: a delivery answered 200 survives power loss, not just a crash.
+const SQLITE_PRAGMAS: &str = "PRAGMA busy_timeout = 10000; PRAGMA journal_mode = WAL; \
+     PRAGMA synchronous = FULL; PRAGMA foreign_keys = ON;";
 
 /// What became of a delivery.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -94,7 +150,8 @@ pub struct DeliveryRow {
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
-    #[error("cannot open the store: {0}")]
+    /// Callers say "cannot open the store" (the context), so the message is only the cause.
+    #[error("{0}")]
     Open(String),
     #[error("store error: {0}")]
     Db(#[from] sqlx::Error),
@@ -105,43 +162,57 @@ pub enum StoreError {
 /// The database behind hoist.
 #[derive(Clone)]
 pub struct Store {
-    pool: SqlitePool,
+    pool: AnyPool,
+    backend: Backend,
 }
 
 impl Store {
-    /// Opens (creating if missing) and migrates the store at `url` (`sqlite://PATH`).
+    /// Opens and migrates the store at `url`: `sqlite://PATH` (created if missing) or
+    /// `postgres://USER:PASSWORD@HOST[:PORT]/DATABASE` (the database must exist).
     pub async fn open(url: &str) -> Result<Store, StoreError> {
-        if !url.starts_with("sqlite:") {
-            return Err(StoreError::Open(
-                "only sqlite:// stores are supported by this build".into(),
-            ));
+        sqlx::any::install_default_drivers();
+        let backend = Backend::of_url(url)?;
+        let options = match backend {
+            // sqlx's SQLite parser validates the URL; its canonical form adds create-if-missing.
+            Backend::Sqlite => SqliteConnectOptions::from_str(url).and_then(|o| {
+                AnyConnectOptions::from_url(&o.create_if_missing(true).to_url_lossy())
+            }),
+            Backend::Postgres => AnyConnectOptions::from_str(url),
         }
-        let options = SqliteConnectOptions::from_str(url)
-            .map_err(|e| StoreError::Open(redact_url_error(&e)))?
-            .create_if_missing(true)
-            .journal_mode(SqliteJournalMode::Wal)
-            // FULL: a delivery answered 200 survives power loss, not just a crash.
-            .synchronous(SqliteSynchronous::Full)
-            .busy_timeout(Duration::from_secs(10))
-            .foreign_keys(true);
-        let pool = SqlitePoolOptions::new()
+        .map_err(|e| StoreError::Open(redact_url_error(&e, url)))?;
+        let pool = AnyPoolOptions::new()
             .max_connections(4)
             .min_connections(1)
             .acquire_timeout(Duration::from_secs(10))
+            .after_connect(move |conn, _| {
+                Box::pin(async move {
+                    if backend == Backend::Sqlite {
+                        conn.execute(SQLITE_PRAGMAS).await?;
+                    }
+                    Ok(())
+                })
+            })
             .connect_with(options)
             .await
-            .map_err(|e| StoreError::Open(e.to_string()))?;
-        sqlx::migrate!("./migrations").run(&pool).await?;
-        Ok(Store { pool })
+            .map_err(|e| StoreError::Open(redact_url_error(&e, url)))?;
+        match backend {
+            Backend::Sqlite => sqlx::migrate!("./migrations/sqlite").run(&pool).await?,
+            Backend::Postgres => sqlx::migrate!("./migrations/postgres").run(&pool).await?,
+        }
+        Ok(Store { pool, backend })
     }
 
     /// Whether the store is PostgreSQL (row locks, several replicas) rather than SQLite.
     pub fn is_postgres(&self) -> bool {
-        false
+        self.backend == Backend::Postgres
     }
 
-    pub fn pool(&self) -> &SqlitePool {
+    pub fn pool(&self) -> &AnyPool {
         &self.pool
+    }
+
+    pub fn backend(&self) -> Backend {
+        self.backend
     }
 
     /// A cheap round trip, for `/readyz`.
@@ -227,12 +298,18 @@ impl Store {
             .collect()
     }
 
-    /// Starts a transaction for a unit of work (a delivery and its effects).
-    /// A write transaction. `BEGIN IMMEDIATE` takes SQLite's write lock up front, so a
-    /// transaction that reads before it writes waits its turn (busy timeout) instead of
-    /// failing with `SQLITE_BUSY` when another connection committed since its first read.
-    pub async fn begin(&self) -> Result<sqlx::Transaction<'static, sqlx::Sqlite>, StoreError> {
-        Ok(self.pool.begin_with("BEGIN IMMEDIATE").await?)
+    /// Starts a write transaction for a unit of work (a delivery and its effects).
+    ///
+    /// On SQLite, `BEGIN IMMEDIATE` takes the write lock up front, so a transaction that
+    /// reads before it writes waits its turn (busy timeout) instead of failing with
+    /// `SQLITE_BUSY` when another connection committed since its first read. PostgreSQL
+    /// locks rows, not the database: a plain `BEGIN` (read committed), where the unique
+    /// indexes and the state-guarded updates are what keep concurrent writers apart.
+    pub async fn begin(&self) -> Result<Tx, StoreError> {
+        Ok(match self.backend {
+            Backend::Sqlite => self.pool.begin_with("BEGIN IMMEDIATE").await?,
+            Backend::Postgres => self.pool.begin().await?,
+        })
     }
 
     pub async fn close(&self) {
@@ -240,11 +317,11 @@ impl Store {
     }
 }
 
-/// Rows per multi-row INSERT (SQLite allows 32766 parameters; 5 per row).
+/// Rows per multi-row INSERT (SQLite allows 32766 parameters, PostgreSQL 65535; 5 per row).
 const INSERT_CHUNK: usize = 256;
 
 async fn insert_chunk(
-    conn: &mut SqliteConnection,
+    conn: &mut Conn,
     chunk: &[&NewDelivery],
 ) -> Result<Vec<Inserted>, StoreError> {
     let mut sql = String::from(
@@ -310,10 +387,7 @@ async fn insert_chunk(
     Ok(out)
 }
 
-async fn insert_duplicate(
-    conn: &mut SqliteConnection,
-    d: &NewDelivery,
-) -> Result<Inserted, StoreError> {
+async fn insert_duplicate(conn: &mut Conn, d: &NewDelivery) -> Result<Inserted, StoreError> {
     let id: i64 = sqlx::query_scalar(
         "INSERT INTO deliveries (idempotency_key, dedupe_key, event, project, received_at, state, summary)
          VALUES ($1, NULL, $2, $3, $4, 'duplicate', 'duplicate of an earlier delivery')
@@ -342,7 +416,7 @@ pub struct Finished<'a> {
 
 /// Marks queued deliveries done in one statement; returns how many were still queued.
 pub async fn finish_deliveries(
-    conn: &mut SqliteConnection,
+    conn: &mut Conn,
     done: &[Finished<'_>],
     now: &str,
 ) -> Result<u64, StoreError> {
@@ -373,11 +447,40 @@ pub async fn finish_deliveries(
 }
 
 /// sqlx's URL errors may echo the URL; a PostgreSQL URL carries a password.
-fn redact_url_error(e: &sqlx::Error) -> String {
-    match e {
-        sqlx::Error::Configuration(_) => "the store url is not valid".to_string(),
+///
+/// Configuration errors are replaced whole; other errors (refused connections, failed
+/// authentication, a missing database) are the server's words, which never quote the
+/// password, but the password is cut out of them all the same should one ever do.
+fn redact_url_error(e: &sqlx::Error, url: &str) -> String {
+    let text = match e {
+        sqlx::Error::Configuration(_) => {
+            return "the store url is not valid (expected sqlite://PATH or \
+                    postgres://USER:PASSWORD@HOST[:PORT]/DATABASE)"
+                .to_string();
+        }
+        // sqlx retries refused connections until the acquire timeout, then says only this.
+        sqlx::Error::PoolTimedOut => {
+            return "no connection within 10 s: is the database running and reachable \
+                    at the url's host and port?"
+                .to_string();
+        }
         other => other.to_string(),
-    }
+    };
+    let Some(password) = url::Url::parse(url)
+        .ok()
+        .and_then(|u| u.password().map(str::to_string))
+    else {
+        return text;
+    };
+    let decoded = percent_encoding::percent_decode_str(&password)
+        .decode_utf8()
+        .ok()
+        .map(|p| p.into_owned());
+    [Some(password), decoded]
+        .into_iter()
+        .flatten()
+        .filter(|p| !p.is_empty())
+        .fold(text, |text, p| text.replace(&p, "***"))
 }
 
 /// Now, as the store writes times: RFC 3339 UTC with milliseconds.

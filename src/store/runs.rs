@@ -1,11 +1,11 @@
 //! Runs, their steps and the outbox: the rows the run engine's state machine lives in.
 
 use serde::Serialize;
-use sqlx::sqlite::SqliteRow;
+use sqlx::any::AnyRow;
 // Dynamic SQL here only splices the constant RUN_COLUMNS list; values are always bound.
-use sqlx::{AssertSqlSafe, Row, SqliteConnection};
+use sqlx::{AssertSqlSafe, Row};
 
-use super::{Store, StoreError, now_text};
+use super::{Conn, Store, StoreError, now_text};
 
 /// Run states (SPEC §3).
 pub const QUEUED: &str = "queued";
@@ -86,7 +86,7 @@ pub struct RunRow {
 
 const RUN_COLUMNS: &str = "id, project, env, trigger, requested_by, requester_id, ref_name, sha, tag, pipeline_id, mr_iid, note_id, state, image, digest, error, owner, created_at, started_at, finished_at";
 
-fn run_from(r: &SqliteRow) -> Result<RunRow, sqlx::Error> {
+fn run_from(r: &AnyRow) -> Result<RunRow, sqlx::Error> {
     Ok(RunRow {
         id: r.try_get("id")?,
         project: r.try_get("project")?,
@@ -113,10 +113,7 @@ fn run_from(r: &SqliteRow) -> Result<RunRow, sqlx::Error> {
 }
 
 /// Creates a run with its six steps `pending`. None when a queued or running run for the same commit exists.
-pub async fn insert_run(
-    conn: &mut SqliteConnection,
-    run: &NewRun,
-) -> Result<Option<i64>, StoreError> {
+pub async fn insert_run(conn: &mut Conn, run: &NewRun) -> Result<Option<i64>, StoreError> {
     let now = now_text();
     let finished = (run.state == REFUSED).then(|| now.clone());
     let id: Option<i64> = sqlx::query_scalar(
@@ -163,7 +160,7 @@ pub async fn insert_run(
 
 /// Runs for one commit in one environment, newest first.
 pub async fn runs_for_commit(
-    conn: &mut SqliteConnection,
+    conn: &mut Conn,
     project: &str,
     env: &str,
     sha: &str,
@@ -182,7 +179,7 @@ pub async fn runs_for_commit(
 
 /// Marks queued runs of (project, env) older than `newer` superseded; returns them.
 pub async fn supersede_older(
-    conn: &mut SqliteConnection,
+    conn: &mut Conn,
     project: &str,
     env: &str,
     newer: i64,
@@ -216,11 +213,7 @@ pub async fn supersede_older(
 }
 
 /// Starts a step: `running` with its start time.
-pub async fn start_step(
-    conn: &mut SqliteConnection,
-    run_id: i64,
-    step: &str,
-) -> Result<(), StoreError> {
+pub async fn start_step(conn: &mut Conn, run_id: i64, step: &str) -> Result<(), StoreError> {
     sqlx::query(
         "UPDATE run_steps SET state = 'running', started_at = $1 WHERE run_id = $2 AND name = $3",
     )
@@ -234,7 +227,7 @@ pub async fn start_step(
 
 /// Ends a step with `succeeded`, `failed` or `skipped` and a detail line.
 pub async fn finish_step(
-    conn: &mut SqliteConnection,
+    conn: &mut Conn,
     run_id: i64,
     step: &str,
     state: &str,
@@ -257,7 +250,7 @@ pub async fn finish_step(
 
 /// Sets a run's state (and, for final states, its end time and error).
 pub async fn set_run_state(
-    conn: &mut SqliteConnection,
+    conn: &mut Conn,
     run_id: i64,
     state: &str,
     error: Option<&str>,
@@ -290,7 +283,7 @@ pub async fn set_run_state(
 
 /// Records the image and digest a run deploys.
 pub async fn set_run_image(
-    conn: &mut SqliteConnection,
+    conn: &mut Conn,
     run_id: i64,
     image: &str,
     digest: &str,
@@ -323,7 +316,7 @@ pub struct OutboxItem {
 }
 
 pub async fn enqueue(
-    conn: &mut SqliteConnection,
+    conn: &mut Conn,
     run_id: Option<i64>,
     project: &str,
     kind: &str,
@@ -497,7 +490,7 @@ impl Store {
 
 /// Writes a step's whole record at once (when its times are known only afterwards).
 pub async fn record_step(
-    conn: &mut SqliteConnection,
+    conn: &mut Conn,
     run_id: i64,
     step: &str,
     state: &str,
@@ -519,7 +512,7 @@ pub async fn record_step(
 
 /// Marks a step that is still `running` (or `pending`) failed: the step a run stopped in.
 pub async fn fail_open_step(
-    conn: &mut SqliteConnection,
+    conn: &mut Conn,
     run_id: i64,
     step: &str,
     detail: &str,

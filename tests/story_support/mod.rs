@@ -9,6 +9,7 @@ use std::time::{Duration, Instant};
 
 use crate::support;
 use crate::support::fake_gitlab::{FakeGitlab, HookAuth, job_action};
+use crate::support::test_db::TestDb;
 use crate::swarm_support::{
     Behaviour, OCI_INDEX, Pusher, TestEnv, repo_path, test_env, unique_name,
 };
@@ -44,6 +45,8 @@ pub struct Story {
     /// hoist as a child process ([`Story::start_binary`]), to be killed and restarted.
     child: Option<std::process::Child>,
     pub config_path: std::path::PathBuf,
+    /// The store; dropped after hoist (fields drop after [`Story`]'s own `drop`).
+    pub db: TestDb,
     _dir: tempfile::TempDir,
 }
 
@@ -62,11 +65,26 @@ pub struct Setup {
     pub job_timeout: Option<Duration>,
     /// GitLab is down when hoist starts, for this long from hoist's first API call.
     pub gitlab_down_for: Option<Duration>,
+    /// The store is a fresh PostgreSQL database of the test cluster (else a SQLite file).
+    pub postgres: bool,
 }
 
 impl Story {
     pub async fn start(label: &str) -> Option<Story> {
         Story::start_with(label, Setup::default()).await
+    }
+
+    /// The story on a fresh PostgreSQL database of the test cluster. None when the test
+    /// engine or the cluster is missing (a failure when `CI` is set).
+    pub async fn start_postgres(label: &str) -> Option<Story> {
+        Story::start_with(
+            label,
+            Setup {
+                postgres: true,
+                ..Setup::default()
+            },
+        )
+        .await
     }
 
     /// The story with `extra` appended to the config (see [`Setup::extra`]).
@@ -101,8 +119,14 @@ impl Story {
             docker_host,
             job_timeout,
             gitlab_down_for,
+            postgres,
         } = setup;
         let mut env = test_env()?;
+        let db = if postgres {
+            TestDb::postgres(label).await?
+        } else {
+            TestDb::sqlite()
+        };
         support::capture::capture_logs();
         if let Some(host) = docker_host {
             env.docker_host = host;
@@ -125,7 +149,7 @@ impl Story {
 listen = "127.0.0.1:{port}"
 public_url = "http://127.0.0.1:{port}"
 [store]
-url = "sqlite://{db}"
+url = "{store}"
 [gitlab]
 url = "{gitlab}"
 token = "env:GL"
@@ -158,7 +182,7 @@ webhook_token = "env:WH"
     [projects.environments.services.create]
     replicas = 1
 "#,
-            db = dir.path().join("hoist.db").display(),
+            store = db.url,
             gitlab = world.url(),
             docker = env.docker_host,
             registry = env.registry,
@@ -247,6 +271,7 @@ webhook_token = "env:WH"
             stop: Some(stop),
             child: None,
             config_path,
+            db,
             _dir: dir,
         };
         if binary {

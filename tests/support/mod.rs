@@ -7,6 +7,8 @@
 pub mod balancer;
 pub mod capture;
 pub mod fake_gitlab;
+#[path = "../../src/store/test_db.rs"]
+pub mod test_db;
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -55,6 +57,9 @@ pub struct Options {
     pub max_body_bytes: usize,
     pub api_token: bool,
     pub docker_host: String,
+    /// The store; None: a SQLite file in the test's directory. Given to hoist as
+    /// `env:TEST_STORE_URL`, the way a PostgreSQL URL with its password is meant to be.
+    pub store_url: Option<String>,
 }
 
 impl Default for Options {
@@ -63,6 +68,7 @@ impl Default for Options {
             max_body_bytes: 26_214_400,
             api_token: false,
             docker_host: "unix:///nonexistent/docker.sock".into(),
+            store_url: None,
         }
     }
 }
@@ -76,6 +82,7 @@ pub struct Hoist {
     starts: u32,
     pub client: reqwest::Client,
     responses: Arc<Mutex<Vec<String>>>,
+    pub store_url: String,
 }
 
 fn free_port() -> u16 {
@@ -106,7 +113,7 @@ max_body_bytes = {max}
 {api}
 
 [store]
-url = "sqlite://{db}"
+url = "env:TEST_STORE_URL"
 
 [gitlab]
 url = "http://127.0.0.1:9"
@@ -132,13 +139,17 @@ signing_token = "env:TEST_SIGNING_BOTH"
 {envs}
 "#,
             max = opts.max_body_bytes,
-            db = dir.path().join("hoist.db").display(),
             docker = opts.docker_host,
             signing = dir.path().join("signing_shop").display(),
             envs = ENVIRONMENTS,
         );
         std::fs::write(&config_path, config).expect("write config");
+        let store_url = opts
+            .store_url
+            .clone()
+            .unwrap_or_else(|| format!("sqlite://{}", dir.path().join("hoist.db").display()));
         let mut hoist = Hoist {
+            store_url,
             dir,
             port,
             config_path,
@@ -178,6 +189,7 @@ signing_token = "env:TEST_SIGNING_BOTH"
             .env("TEST_SIGNING_BOTH", whsec(SIGNING_KEY_RAW_BOTH))
             .env("TEST_GITLAB_TOKEN", GITLAB_TOKEN)
             .env("TEST_API_TOKEN", API_TOKEN)
+            .env("TEST_STORE_URL", &self.store_url)
             .stdin(Stdio::null())
             .stdout(log.try_clone().expect("log fd"))
             .stderr(log)
@@ -242,7 +254,11 @@ signing_token = "env:TEST_SIGNING_BOTH"
             .lock()
             .map(|r| r.join("\n"))
             .unwrap_or_default();
-        for s in secrets() {
+        // A PostgreSQL store's password is a secret like the others.
+        let store_password = url::Url::parse(&self.store_url)
+            .ok()
+            .and_then(|u| u.password().map(str::to_string));
+        for s in secrets().into_iter().chain(store_password) {
             assert!(!logs.contains(&s), "secret {s:?} appears in the logs");
             assert!(
                 !responses.contains(&s),

@@ -524,14 +524,16 @@ impl PrivateEngine {
         engine
     }
 
-    /// Stops the engine (SIGTERM, as a host shutdown or `systemctl restart docker` does) and
-    /// starts it again on the same data; returns once it answers.
-    pub fn restart(&self) {
-        self.testenv(
+    /// Stops the engine (SIGTERM, as a host shutdown or `systemctl restart docker` does),
+    /// leaves it down for `down`, and starts it again on the same data; returns once it answers.
+    pub fn restart(&self, down: std::time::Duration) {
+        self.testenv(&format!(
             "_testenv_stop_pid \"$HOIST_TEST_STATE/docker.pid\"; \
              _testenv_stop_pid \"$HOIST_TEST_STATE/docker.pid.launch\"; \
+             sleep {}; \
              _testenv_start_dockerd \"$HOIST_TEST_STATE\"",
-        );
+            down.as_secs_f64()
+        ));
     }
 
     fn testenv(&self, script: &str) {

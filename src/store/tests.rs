@@ -1,0 +1,858 @@
+//! The store's behaviour, checked the same way on SQLite and on PostgreSQL.
+//!
+//! Each scenario is one async fn taking a fresh [`TestDb`]; `on_both!` turns it into
+//! `sqlite::NAME` (a temp file) and `postgres::NAME` (a fresh database on the test
+//! cluster, skipped when `HOIST_TEST_POSTGRES_URL` is unset, a failure when `CI` is set).
+
+use std::collections::BTreeMap;
+use std::path::Path;
+
+use sqlx::Row;
+
+use super::runs::{self, NewRun};
+use super::test_db::TestDb;
+use super::{Backend, DeliveryState, Finished, NewDelivery, Store, finish_deliveries, now_text};
+
+macro_rules! on_both {
+    ($($name:ident),* $(,)?) => {
+        mod sqlite {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+                async fn $name() {
+                    super::$name(super::TestDb::sqlite()).await;
+                }
+            )*
+        }
+        mod postgres {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+                async fn $name() {
+                    if let Some(db) = super::TestDb::postgres(stringify!($name)).await {
+                        super::$name(db).await;
+                    }
+                }
+            )*
+        }
+    };
+}
+
+on_both!(
+    opens_migrated_and_reopens,
+    one_key_twenty_times_at_once_is_one_delivery,
+    duplicates_within_a_batch,
+    queued_in_order_of_arrival,
+    finish_deliveries_marks_only_queued,
+    one_active_run_per_commit,
+    refused_run_skips_its_steps,
+    steps_and_run_states,
+    supersede_older_queued_runs,
+    outbox_pending_sending_sent_failed,
+    runnable_and_live_run,
+);
+
+async fn open(db: &TestDb) -> Store {
+    Store::open(&db.url)
+        .await
+        .unwrap_or_else(|e| panic!("cannot open {}: {e}", db_kind(db)))
+}
+
+fn db_kind(db: &TestDb) -> &'static str {
+    if db.is_postgres() {
+        "the PostgreSQL store"
+    } else {
+        "the SQLite store"
+    }
+}
+
+fn delivery(key: &str, state: DeliveryState) -> NewDelivery {
+    NewDelivery {
+        idempotency_key: key.to_string(),
+        event: "Tag Push Hook".to_string(),
+        project: "acme/shop".to_string(),
+        received_at: now_text(),
+        state,
+        body: format!("{{\"key\":\"{key}\"}}"),
+    }
+}
+
+fn run(sha: &str) -> NewRun {
+    NewRun {
+        project: "acme/shop".to_string(),
+        env: "production".to_string(),
+        trigger: "tag".to_string(),
+        requested_by: Some("alice".to_string()),
+        requester_id: Some(7),
+        ref_name: "v1.0.0".to_string(),
+        sha: sha.to_string(),
+        tag: Some("v1.0.0".to_string()),
+        pipeline_id: Some(4_000_000_000),
+        state: runs::QUEUED.to_string(),
+        ..NewRun::default()
+    }
+}
+
+async fn insert_run(store: &Store, new: &NewRun) -> Option<i64> {
+    let mut tx = store.begin().await.expect("begin");
+    let id = runs::insert_run(&mut tx, new).await.expect("insert_run");
+    tx.commit().await.expect("commit");
+    id
+}
+
+async fn set_state(store: &Store, id: i64, state: &str, error: Option<&str>) {
+    let mut tx = store.begin().await.expect("begin");
+    runs::set_run_state(&mut tx, id, state, error)
+        .await
+        .expect("set_run_state");
+    tx.commit().await.expect("commit");
+}
+
+async fn opens_migrated_and_reopens(db: TestDb) {
+    let store = open(&db).await;
+    let expected = if db.is_postgres() {
+        Backend::Postgres
+    } else {
+        Backend::Sqlite
+    };
+    assert_eq!(store.backend(), expected);
+    store.ping().await.expect("ping");
+    let applied: Vec<i64> =
+        sqlx::query_scalar("SELECT version FROM _sqlx_migrations ORDER BY version")
+            .fetch_all(store.pool())
+            .await
+            .expect("migrations table");
+    assert_eq!(applied, vec![1, 2, 3]);
+    store
+        .insert_deliveries(&[&delivery("k1", DeliveryState::Queued)])
+        .await
+        .expect("insert");
+    store.close().await;
+    // A second start finds its migrations applied (same checksums) and its rows kept.
+    let store = open(&db).await;
+    assert_eq!(store.queue_depth().await.expect("depth"), 1);
+    if !db.is_postgres() {
+        let pragma = |name: &'static str| {
+            let store = store.clone();
+            async move {
+                let row = sqlx::query(sqlx::AssertSqlSafe(format!("PRAGMA {name}")))
+                    .fetch_one(store.pool())
+                    .await
+                    .expect("pragma");
+                // journal_mode answers text, the others numbers.
+                row.try_get::<String, _>(0)
+                    .or_else(|_| row.try_get::<i64, _>(0).map(|n| n.to_string()))
+                    .expect("pragma value")
+            }
+        };
+        assert_eq!(pragma("journal_mode").await, "wal");
+        assert_eq!(pragma("synchronous").await, "2", "synchronous=FULL");
+        assert_eq!(pragma("busy_timeout").await, "10000");
+        assert_eq!(pragma("foreign_keys").await, "1");
+    }
+    store.close().await;
+}
+
+async fn one_key_twenty_times_at_once_is_one_delivery(db: TestDb) {
+    let store = open(&db).await;
+    let copies: Vec<_> = (0..20)
+        .map(|_| {
+            let store = store.clone();
+            tokio::spawn(async move {
+                let d = delivery("same-key", DeliveryState::Queued);
+                store.insert_deliveries(&[&d]).await.expect("insert")[0]
+            })
+        })
+        .collect();
+    let mut states = BTreeMap::new();
+    for copy in copies {
+        *states
+            .entry(copy.await.expect("task").state.as_str())
+            .or_insert(0) += 1;
+    }
+    assert_eq!(
+        states,
+        BTreeMap::from([("duplicate", 19), ("queued", 1)]),
+        "{}",
+        db_kind(&db)
+    );
+    let queued = store.queued(100).await.expect("queued");
+    assert_eq!(queued.len(), 1);
+    assert_eq!(queued[0].body, "{\"key\":\"same-key\"}");
+    let rows = store.deliveries(None, 100).await.expect("deliveries");
+    assert_eq!(rows.len(), 20, "every copy is recorded");
+    let duplicates = store
+        .deliveries(Some(DeliveryState::Duplicate), 100)
+        .await
+        .expect("duplicates");
+    assert_eq!(duplicates.len(), 19);
+    assert!(
+        duplicates
+            .iter()
+            .all(|d| d.summary.as_deref() == Some("duplicate of an earlier delivery"))
+    );
+    store.close().await;
+}
+
+async fn duplicates_within_a_batch(db: TestDb) {
+    let store = open(&db).await;
+    let first = delivery("a", DeliveryState::Queued);
+    let again = delivery("a", DeliveryState::Queued);
+    let other = delivery("b", DeliveryState::Ignored);
+    let out = store
+        .insert_deliveries(&[&first, &again, &other])
+        .await
+        .expect("insert");
+    let states: Vec<_> = out.iter().map(|i| i.state).collect();
+    assert_eq!(
+        states,
+        [
+            DeliveryState::Queued,
+            DeliveryState::Duplicate,
+            DeliveryState::Ignored
+        ]
+    );
+    // Ids are distinct and increase in the order the copies were inserted.
+    assert!(out[0].id < out[2].id && out[0].id != out[1].id);
+    // A later batch repeating a stored key is a duplicate too.
+    let out = store.insert_deliveries(&[&again]).await.expect("insert");
+    assert_eq!(out[0].state, DeliveryState::Duplicate);
+    // More rows than one multi-row statement holds.
+    let many: Vec<_> = (0..600)
+        .map(|i| delivery(&format!("bulk-{i}"), DeliveryState::Queued))
+        .collect();
+    let refs: Vec<_> = many.iter().collect();
+    let out = store.insert_deliveries(&refs).await.expect("bulk insert");
+    assert!(out.iter().all(|i| i.state == DeliveryState::Queued));
+    assert_eq!(store.queue_depth().await.expect("depth"), 601);
+    store.close().await;
+}
+
+async fn queued_in_order_of_arrival(db: TestDb) {
+    let store = open(&db).await;
+    for key in ["first", "ignored", "second", "third"] {
+        let state = if key == "ignored" {
+            DeliveryState::Ignored
+        } else {
+            DeliveryState::Queued
+        };
+        store
+            .insert_deliveries(&[&delivery(key, state)])
+            .await
+            .expect("insert");
+    }
+    let queued = store.queued(10).await.expect("queued");
+    let keys: Vec<_> = queued.iter().map(|q| q.body.as_str()).collect();
+    assert_eq!(
+        keys,
+        [
+            "{\"key\":\"first\"}",
+            "{\"key\":\"second\"}",
+            "{\"key\":\"third\"}"
+        ]
+    );
+    assert!(queued.windows(2).all(|w| w[0].id < w[1].id));
+    assert_eq!(store.queued(2).await.expect("queued").len(), 2);
+    assert_eq!(store.queue_depth().await.expect("depth"), 3);
+    // The API lists newest first.
+    let listed = store.deliveries(None, 10).await.expect("deliveries");
+    assert_eq!(listed[0].idempotency_key, "third");
+    assert_eq!(listed[3].idempotency_key, "first");
+    assert_eq!(listed[2].state, DeliveryState::Ignored);
+    store.close().await;
+}
+
+async fn finish_deliveries_marks_only_queued(db: TestDb) {
+    let store = open(&db).await;
+    let ins = store
+        .insert_deliveries(&[
+            &delivery("a", DeliveryState::Queued),
+            &delivery("b", DeliveryState::Queued),
+            &delivery("c", DeliveryState::Queued),
+        ])
+        .await
+        .expect("insert");
+    let run_id = insert_run(&store, &run("abc")).await.expect("run");
+    let done = [
+        Finished {
+            id: ins[0].id,
+            state: DeliveryState::Processed,
+            summary: "queued run",
+            run_id: Some(run_id),
+        },
+        Finished {
+            id: ins[1].id,
+            state: DeliveryState::Ignored,
+            summary: "no environment matches",
+            run_id: None,
+        },
+    ];
+    let now = now_text();
+    let mut tx = store.begin().await.expect("begin");
+    assert_eq!(
+        finish_deliveries(&mut tx, &done, &now)
+            .await
+            .expect("finish"),
+        2
+    );
+    tx.commit().await.expect("commit");
+    // Already finished: a second pass changes nothing.
+    let mut tx = store.begin().await.expect("begin");
+    assert_eq!(
+        finish_deliveries(&mut tx, &done, &now)
+            .await
+            .expect("finish"),
+        0
+    );
+    tx.commit().await.expect("commit");
+    let processed = store
+        .deliveries(Some(DeliveryState::Processed), 10)
+        .await
+        .expect("processed");
+    assert_eq!(processed.len(), 1);
+    assert_eq!(processed[0].summary.as_deref(), Some("queued run"));
+    assert_eq!(processed[0].run_id, Some(run_id));
+    assert_eq!(processed[0].processed_at.as_deref(), Some(now.as_str()));
+    let ignored = store
+        .deliveries(Some(DeliveryState::Ignored), 10)
+        .await
+        .expect("ignored");
+    assert_eq!(ignored[0].run_id, None);
+    let queued = store.queued(10).await.expect("queued");
+    assert_eq!(queued.len(), 1);
+    assert_eq!(queued[0].id, ins[2].id);
+    store.close().await;
+}
+
+async fn one_active_run_per_commit(db: TestDb) {
+    let store = open(&db).await;
+    let first = insert_run(&store, &run("abc")).await.expect("first run");
+    assert_eq!(
+        insert_run(&store, &run("abc")).await,
+        None,
+        "a queued run covers the commit"
+    );
+    let other_env = NewRun {
+        env: "staging".to_string(),
+        ..run("abc")
+    };
+    assert!(insert_run(&store, &other_env).await.is_some());
+    set_state(&store, first, runs::RUNNING, None).await;
+    assert_eq!(
+        insert_run(&store, &run("abc")).await,
+        None,
+        "a running run covers it"
+    );
+    set_state(&store, first, runs::SUCCEEDED, None).await;
+    let again = insert_run(&store, &run("abc"))
+        .await
+        .expect("after success");
+    assert!(again > first);
+    // Concurrent inserts of one commit: the unique index lets exactly one through.
+    let attempts: Vec<_> = (0..8)
+        .map(|_| {
+            let store = store.clone();
+            tokio::spawn(async move { insert_run(&store, &run("def")).await })
+        })
+        .collect();
+    let mut created = 0;
+    for attempt in attempts {
+        created += usize::from(attempt.await.expect("task").is_some());
+    }
+    assert_eq!(created, 1, "{}", db_kind(&db));
+    let mut conn = store.pool().acquire().await.expect("acquire");
+    let for_commit = runs::runs_for_commit(&mut conn, "acme/shop", "production", "abc")
+        .await
+        .expect("runs_for_commit");
+    let ids: Vec<_> = for_commit.iter().map(|r| r.id).collect();
+    assert_eq!(ids, vec![again, first], "newest first");
+    let row = &for_commit[1];
+    assert_eq!(row.pipeline_id, Some(4_000_000_000), "ids beyond 32 bits");
+    assert_eq!(row.requester_id, Some(7));
+    assert_eq!(row.tag.as_deref(), Some("v1.0.0"));
+    assert_eq!(row.mr_iid, None);
+    drop(conn);
+    store.close().await;
+}
+
+async fn refused_run_skips_its_steps(db: TestDb) {
+    let store = open(&db).await;
+    let refused = NewRun {
+        state: runs::REFUSED.to_string(),
+        error: Some("alice may not deploy to production".to_string()),
+        ..run("abc")
+    };
+    let id = insert_run(&store, &refused).await.expect("refused run");
+    let row = store.run(id).await.expect("run").expect("exists");
+    assert_eq!(row.state, runs::REFUSED);
+    assert!(row.finished_at.is_some());
+    assert_eq!(row.steps.len(), runs::STEPS.len());
+    assert!(row.steps.iter().all(|s| s.state == "skipped"));
+    // A refused run does not hold the commit.
+    assert!(insert_run(&store, &run("abc")).await.is_some());
+    store.close().await;
+}
+
+async fn steps_and_run_states(db: TestDb) {
+    let store = open(&db).await;
+    let id = insert_run(&store, &run("abc")).await.expect("run");
+    let row = store.run(id).await.expect("run").expect("exists");
+    let names: Vec<_> = row.steps.iter().map(|s| s.name.as_str()).collect();
+    assert_eq!(names, runs::STEPS, "steps in order");
+    assert!(row.steps.iter().all(|s| s.state == "pending"));
+    assert_eq!(row.started_at, None);
+
+    set_state(&store, id, runs::RUNNING, None).await;
+    let mut tx = store.begin().await.expect("begin");
+    runs::start_step(&mut tx, id, "manifest")
+        .await
+        .expect("start");
+    runs::finish_step(&mut tx, id, "manifest", "succeeded", "2 images")
+        .await
+        .expect("finish");
+    runs::finish_step(&mut tx, id, "verify", "succeeded", "never started")
+        .await
+        .expect("finish unstarted");
+    runs::record_step(
+        &mut tx,
+        id,
+        "deploy-job",
+        "succeeded",
+        "2024-01-01T00:00:00.000Z",
+        "2024-01-01T00:00:05.000Z",
+        "job 12",
+    )
+    .await
+    .expect("record");
+    runs::start_step(&mut tx, id, "swarm").await.expect("start");
+    runs::fail_open_step(&mut tx, id, "swarm", "hoist stopped")
+        .await
+        .expect("fail open");
+    runs::fail_open_step(&mut tx, id, "manifest", "not open: untouched")
+        .await
+        .expect("fail closed step");
+    runs::set_run_image(&mut tx, id, "registry/acme/shop:v1.0.0", "sha256:abc")
+        .await
+        .expect("image");
+    tx.commit().await.expect("commit");
+
+    let row = store.run(id).await.expect("run").expect("exists");
+    assert_eq!(row.state, runs::RUNNING);
+    assert!(row.started_at.is_some());
+    assert_eq!(row.finished_at, None);
+    assert_eq!(row.image.as_deref(), Some("registry/acme/shop:v1.0.0"));
+    assert_eq!(row.digest.as_deref(), Some("sha256:abc"));
+    let step = |name: &str| {
+        row.steps
+            .iter()
+            .find(|s| s.name == name)
+            .cloned()
+            .expect("step")
+    };
+    assert_eq!(step("manifest").state, "succeeded");
+    assert_eq!(step("manifest").detail.as_deref(), Some("2 images"));
+    assert!(step("manifest").started_at.is_some());
+    assert_eq!(
+        step("verify").started_at,
+        step("verify").finished_at,
+        "a step finished unstarted starts when it ends"
+    );
+    assert_eq!(
+        step("deploy-job").started_at.as_deref(),
+        Some("2024-01-01T00:00:00.000Z")
+    );
+    assert_eq!(step("swarm").state, "failed");
+    assert_eq!(step("swarm").detail.as_deref(), Some("hoist stopped"));
+    assert_eq!(step("converge").state, "pending");
+    assert_eq!(store.running_runs().await.expect("running").len(), 1);
+
+    set_state(&store, id, runs::FAILED, Some("swarm update failed")).await;
+    let row = store.run(id).await.expect("run").expect("exists");
+    assert_eq!(row.state, runs::FAILED);
+    assert_eq!(row.error.as_deref(), Some("swarm update failed"));
+    assert!(row.finished_at.is_some());
+    assert!(
+        row.steps
+            .iter()
+            .filter(|s| s.name == "converge" || s.name == "report")
+            .all(|s| s.state == "skipped"),
+        "a finished run's pending steps are skipped"
+    );
+    // A later state without an error keeps the first one.
+    set_state(&store, id, runs::ROLLED_BACK, None).await;
+    let row = store.run(id).await.expect("run").expect("exists");
+    assert_eq!(row.error.as_deref(), Some("swarm update failed"));
+    assert!(store.running_runs().await.expect("running").is_empty());
+    let listed = store
+        .runs(
+            Some("acme/shop"),
+            Some("production"),
+            Some(runs::ROLLED_BACK),
+            10,
+        )
+        .await
+        .expect("runs");
+    assert_eq!(listed.len(), 1);
+    assert_eq!(listed[0].steps.len(), runs::STEPS.len());
+    assert!(
+        store
+            .runs(Some("acme/other"), None, None, 10)
+            .await
+            .expect("runs")
+            .is_empty()
+    );
+    store.close().await;
+}
+
+async fn supersede_older_queued_runs(db: TestDb) {
+    let store = open(&db).await;
+    let a = insert_run(&store, &run("aaa")).await.expect("a");
+    let b = insert_run(&store, &run("bbb")).await.expect("b");
+    let c = insert_run(&store, &run("ccc")).await.expect("c");
+    let mut tx = store.begin().await.expect("begin");
+    let older = runs::supersede_older(&mut tx, "acme/shop", "production", c)
+        .await
+        .expect("supersede");
+    tx.commit().await.expect("commit");
+    let ids: Vec<_> = older.iter().map(|r| r.id).collect();
+    assert_eq!(ids, vec![a, b]);
+    for id in [a, b] {
+        let row = store.run(id).await.expect("run").expect("exists");
+        assert_eq!(row.state, runs::SUPERSEDED);
+        assert_eq!(row.error, Some(format!("superseded by run {c}")));
+        assert!(row.steps.iter().all(|s| s.state == "skipped"));
+    }
+    assert_eq!(
+        store.run(c).await.expect("run").expect("exists").state,
+        runs::QUEUED
+    );
+    store.close().await;
+}
+
+async fn outbox_pending_sending_sent_failed(db: TestDb) {
+    let store = open(&db).await;
+    let run_id = insert_run(&store, &run("abc")).await.expect("run");
+    let mut tx = store.begin().await.expect("begin");
+    for (kind, target) in [
+        ("commit_comment", "abc"),
+        ("commit_status", "abc"),
+        ("react", "5/77"),
+    ] {
+        runs::enqueue(&mut tx, Some(run_id), "acme/shop", kind, target, "body")
+            .await
+            .expect("enqueue");
+    }
+    runs::enqueue(&mut tx, None, "acme/shop", "mr_note", "5", "help")
+        .await
+        .expect("enqueue");
+    tx.commit().await.expect("commit");
+
+    let pending = store.pending_outbox(10).await.expect("pending");
+    assert_eq!(pending.len(), 4);
+    assert!(
+        pending.windows(2).all(|w| w[0].id < w[1].id),
+        "oldest first"
+    );
+    assert!(
+        pending
+            .iter()
+            .all(|o| o.state == "pending" && o.attempts == 0)
+    );
+    assert_eq!(pending[0].env.as_deref(), Some("production"));
+    assert_eq!(pending[3].env, None, "no run, no environment");
+    assert_eq!(pending[3].run_id, None);
+    assert_eq!(store.pending_outbox(2).await.expect("pending").len(), 2);
+
+    let [comment, status, react, note] = [0, 1, 2, 3].map(|i| pending[i].id);
+    store.mark_sending(comment).await.expect("sending");
+    store
+        .outbox_result(status, "pending", Some("gitlab answered 502"))
+        .await
+        .expect("retry later");
+    store
+        .outbox_result(react, "failed", Some("404 not found"))
+        .await
+        .expect("failed");
+    store.mark_sending(note).await.expect("sending");
+    store.outbox_result(note, "sent", None).await.expect("sent");
+
+    let pending = store.pending_outbox(10).await.expect("pending");
+    let by_id: BTreeMap<_, _> = pending.iter().map(|o| (o.id, o)).collect();
+    assert_eq!(by_id.len(), 2, "sent and failed items leave the outbox");
+    assert_eq!(by_id[&comment].state, "sending");
+    assert_eq!(by_id[&status].state, "pending");
+    assert_eq!(by_id[&status].attempts, 1);
+
+    let sent_at: Vec<(i64, Option<String>, Option<String>)> =
+        sqlx::query("SELECT id, sent_at, error FROM outbox ORDER BY id")
+            .fetch_all(store.pool())
+            .await
+            .expect("outbox rows")
+            .iter()
+            .map(|r| {
+                (
+                    r.try_get("id").expect("id"),
+                    r.try_get("sent_at").expect("sent_at"),
+                    r.try_get("error").expect("error"),
+                )
+            })
+            .collect();
+    assert!(sent_at[3].1.is_some(), "sent items have a time");
+    assert!(sent_at[2].1.is_none(), "failed ones do not");
+    assert_eq!(sent_at[2].2.as_deref(), Some("404 not found"));
+    store.close().await;
+}
+
+async fn runnable_and_live_run(db: TestDb) {
+    let store = open(&db).await;
+    let staging = |sha: &str| NewRun {
+        env: "staging".to_string(),
+        ..run(sha)
+    };
+    let a = insert_run(&store, &run("aaa")).await.expect("a");
+    let b = insert_run(&store, &run("bbb")).await.expect("b");
+    let c = insert_run(&store, &staging("ccc")).await.expect("c");
+    let d = insert_run(&store, &staging("ddd")).await.expect("d");
+    let ids = |rows: Vec<runs::RunRow>| rows.iter().map(|r| r.id).collect::<Vec<_>>();
+    assert_eq!(ids(store.runnable().await.expect("runnable")), vec![a, c]);
+
+    set_state(&store, c, runs::RUNNING, None).await;
+    assert_eq!(
+        ids(store.runnable().await.expect("runnable")),
+        vec![a],
+        "staging is busy"
+    );
+    assert!(
+        store
+            .live_run("acme/shop", "staging")
+            .await
+            .expect("live")
+            .is_none()
+    );
+
+    set_state(&store, c, runs::SUCCEEDED, None).await;
+    assert_eq!(ids(store.runnable().await.expect("runnable")), vec![a, d]);
+    let live = store
+        .live_run("acme/shop", "staging")
+        .await
+        .expect("live")
+        .expect("c is live");
+    assert_eq!(live.id, c);
+
+    set_state(&store, d, runs::RUNNING, None).await;
+    set_state(&store, d, runs::SUCCEEDED, None).await;
+    assert_eq!(
+        store
+            .live_run("acme/shop", "staging")
+            .await
+            .expect("live")
+            .map(|r| r.id),
+        Some(d)
+    );
+    set_state(&store, a, runs::RUNNING, None).await;
+    set_state(&store, a, runs::FAILED, Some("verify failed")).await;
+    assert!(
+        store
+            .live_run("acme/shop", "production")
+            .await
+            .expect("live")
+            .is_none(),
+        "a failed run is not live"
+    );
+    assert_eq!(ids(store.runnable().await.expect("runnable")), vec![b]);
+    store.close().await;
+}
+
+#[tokio::test]
+async fn postgres_errors_never_print_the_password() {
+    let Some(db) = TestDb::postgres("password").await else {
+        return;
+    };
+    let mut url = url::Url::parse(&db.url).expect("url");
+    url.set_password(Some("Wr0ngPassw0rdXyz"))
+        .expect("password");
+    let err = match Store::open(url.as_str()).await {
+        Ok(_) => panic!("a wrong password opened the store"),
+        Err(e) => e.to_string(),
+    };
+    assert!(err.contains("password authentication failed"), "{err}");
+    assert!(!err.contains("Wr0ngPassw0rdXyz"), "{err}");
+    // The right one still works, and a malformed URL says so without quoting it.
+    open(&db).await.close().await;
+    let real = url::Url::parse(&db.url).expect("url");
+    let password = real.password().expect("the test URL has a password");
+    let malformed = db.url.replace("@127.0.0.1:", "@127.0.0.1:notaport");
+    let err = Store::open(&malformed)
+        .await
+        .err()
+        .expect("malformed url")
+        .to_string();
+    assert!(err.contains("store url is not valid"), "{err}");
+    assert!(!err.contains(password), "{err}");
+}
+
+#[tokio::test]
+async fn unknown_scheme_is_refused_without_the_url() {
+    for url in [
+        "mysql://hoist:s3cretpass@db/hoist",
+        "s3cretpass",
+        "hoist.db",
+        "",
+    ] {
+        let err = Store::open(url).await.err().expect("refused").to_string();
+        assert!(
+            err.contains("must start with sqlite: or postgres://"),
+            "{url}: {err}"
+        );
+        assert!(!err.contains("s3cretpass"), "{err}");
+    }
+    let err = Store::open("mysql://x@y/z")
+        .await
+        .err()
+        .expect("refused")
+        .to_string();
+    assert!(err.contains("(got a mysql: URL)"), "{err}");
+    assert_eq!(
+        Backend::of_url("postgresql://h/db").ok(),
+        Some(Backend::Postgres)
+    );
+    assert_eq!(Backend::of_url("sqlite:x.db").ok(), Some(Backend::Sqlite));
+}
+
+#[test]
+fn redaction_cuts_the_password_out_of_any_error() {
+    let url = "postgres://hoist:p%40ss+word@db/hoist";
+    let e = sqlx::Error::Protocol("server said p%40ss+word and p@ss+word".into());
+    let text = super::redact_url_error(&e, url);
+    assert!(!text.contains("p%40ss"), "{text}");
+    assert!(!text.contains("p@ss"), "{text}");
+}
+
+/// The migrations existing SQLite stores have applied, as released (1 and 2 at da5173c as
+/// `migrations/000N_*.sql`, 3 with the leases): sqlx stores each one's SHA-384 and refuses
+/// to open a store whose files no longer match. New migrations are appended here once shipped.
+const RELEASED_SQLITE_CHECKSUMS: [(i64, &str); 3] = [
+    (
+        1,
+        "c186b29d71b4fac9d32cba472e47e0bf88211105530dbc431dc2bc7d4a15c3931c6582544c8a01a378916ff18681f245",
+    ),
+    (
+        2,
+        "8543fb97e34bcf8cb89a8b0cd0f329e6450228b2571e2f8883be5227463825bbaf3adc6243c060443e97438f7e47226a",
+    ),
+    (
+        3,
+        "0ad2342982e06894f7a8c095c29e026a355054327540b65a5745002cb64d16705b97f12b561c999b2c11643e96c2ab36",
+    ),
+];
+
+#[test]
+fn sqlite_migrations_keep_their_released_checksums() {
+    let migrator = sqlx::migrate!("./migrations/sqlite");
+    let found: Vec<(i64, String)> = migrator
+        .iter()
+        .map(|m| (m.version, hex::encode(&*m.checksum)))
+        .collect();
+    let released: Vec<(i64, String)> = RELEASED_SQLITE_CHECKSUMS
+        .iter()
+        .map(|(v, c)| (*v, c.to_string()))
+        .collect();
+    assert!(
+        found.len() >= released.len() && found[..released.len()] == released[..],
+        "a shipped SQLite migration changed: existing stores would refuse to open"
+    );
+}
+
+/// A store created before the migrations moved to `migrations/sqlite/` (by hoist at
+/// da5173c) opens, keeps its rows and takes new ones.
+#[tokio::test]
+async fn store_created_by_the_old_layout_opens() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("hoist.db");
+    let fixture = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/store-da5173c.sqlite");
+    std::fs::copy(&fixture, &path).expect("copy the fixture");
+    let store = Store::open(&format!("sqlite://{}", path.display()))
+        .await
+        .expect("the old store opens");
+    let rows = store.deliveries(None, 10).await.expect("deliveries");
+    assert_eq!(rows.len(), 1);
+    assert_eq!(rows[0].idempotency_key, "from-the-old-layout");
+    let runs = store.runs(None, None, None, 10).await.expect("runs");
+    assert_eq!(runs.len(), 1);
+    assert_eq!(runs[0].steps.len(), runs::STEPS.len());
+    let out = store
+        .insert_deliveries(&[&delivery("new", DeliveryState::Queued)])
+        .await
+        .expect("insert");
+    assert!(out[0].id > rows[0].id);
+    store.close().await;
+}
+
+/// The two migration directories hold the same migrations: same names, and the same
+/// statements once comments, spacing and the identity column definitions are set aside.
+#[test]
+fn migration_dirs_match() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("migrations");
+    let read = |dialect: &str| -> BTreeMap<String, String> {
+        std::fs::read_dir(root.join(dialect))
+            .expect("migrations dir")
+            .map(|e| {
+                let path = e.expect("entry").path();
+                let name = path
+                    .file_name()
+                    .and_then(|n| n.to_str())
+                    .expect("utf-8 name")
+                    .to_string();
+                (name, std::fs::read_to_string(&path).expect("read"))
+            })
+            .collect()
+    };
+    let sqlite = read("sqlite");
+    let postgres = read("postgres");
+    assert_eq!(
+        sqlite.keys().collect::<Vec<_>>(),
+        postgres.keys().collect::<Vec<_>>(),
+        "migrations/sqlite and migrations/postgres must hold the same files"
+    );
+    assert!(sqlite.keys().all(|n| n.ends_with(".sql")));
+    for (name, text) in &sqlite {
+        assert_eq!(
+            normalise(text, "INTEGER PRIMARY KEY"),
+            normalise(
+                &postgres[name],
+                "BIGINT GENERATED BY DEFAULT AS IDENTITY PRIMARY KEY"
+            ),
+            "{name} differs between the dialects beyond its identity columns"
+        );
+    }
+}
+
+/// Statements without comments, with spacing collapsed and `identity` replaced by a marker.
+fn normalise(sql: &str, identity: &str) -> Vec<String> {
+    let code: String = sql
+        .lines()
+        .map(|line| line.split_once("--").map_or(line, |(code, _)| code))
+        .collect::<Vec<_>>()
+        .join(" ");
+    let code = code
+        .split_whitespace()
+        .collect::<Vec<_>>()
+        .join(" ")
+        .replace("( ", "(")
+        .replace(" )", ")")
+        .replace(" ,", ",");
+    code.replace(identity, "<identity>")
+        .split(';')
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+        .map(str::to_string)
+        .collect()
+}
+
+#[test]
+fn normalise_sees_real_differences() {
+    let a = "-- c\nCREATE TABLE t (id INTEGER PRIMARY KEY, x TEXT);";
+    let b = "CREATE TABLE t (\n  id BIGINT GENERATED BY DEFAULT AS IDENTITY PRIMARY KEY,\n  x TEXT\n); -- d";
+    let identity = "BIGINT GENERATED BY DEFAULT AS IDENTITY PRIMARY KEY";
+    assert_eq!(normalise(a, "INTEGER PRIMARY KEY"), normalise(b, identity));
+    let c = "CREATE TABLE t (id BIGINT GENERATED BY DEFAULT AS IDENTITY PRIMARY KEY, x BIGINT);";
+    assert_ne!(normalise(a, "INTEGER PRIMARY KEY"), normalise(c, identity));
+}
