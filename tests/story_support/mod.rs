@@ -42,8 +42,13 @@ pub struct Story {
     pub image: String,
     pub client: reqwest::Client,
     stop: Option<tokio::sync::oneshot::Sender<()>>,
-    /// hoist as a child process ([`Story::start_binary`]), to be killed and restarted.
-    child: Option<std::process::Child>,
+    /// hoist as child processes ([`Story::start_binary`]), to be killed and restarted: one,
+    /// or several replicas on one store behind [`Story::port`]'s balancer.
+    children: Vec<Option<std::process::Child>>,
+    /// Each replica's config (the first is the story's).
+    configs: Vec<std::path::PathBuf>,
+    replica_ports: Vec<u16>,
+    _balancer: Option<support::balancer::Balancer>,
     pub config_path: std::path::PathBuf,
     /// The store; dropped after hoist (fields drop after [`Story`]'s own `drop`).
     pub db: TestDb,
@@ -67,6 +72,8 @@ pub struct Setup {
     pub gitlab_down_for: Option<Duration>,
     /// The store is a fresh PostgreSQL database of the test cluster (else a SQLite file).
     pub postgres: bool,
+    /// Binaries sharing the store behind a round-robin balancer (with `binary`; leases of 2 s).
+    pub replicas: usize,
 }
 
 impl Story {
@@ -120,7 +127,9 @@ impl Story {
             job_timeout,
             gitlab_down_for,
             postgres,
+            replicas,
         } = setup;
+        let replicas = replicas.max(1);
         let mut env = test_env()?;
         let db = if postgres {
             TestDb::postgres(label).await?
@@ -191,6 +200,30 @@ webhook_token = "env:WH"
             .replace("{path}", &path);
         let config_path = dir.path().join("story.toml");
         std::fs::write(&config_path, &text).expect("write config");
+        // Replicas: the same config, each listening on its own port, behind the balancer.
+        let mut configs = vec![config_path.clone()];
+        let mut replica_ports = vec![port];
+        if replicas > 1 {
+            configs.clear();
+            replica_ports.clear();
+            for i in 0..replicas {
+                let own = std::net::TcpListener::bind("127.0.0.1:0")
+                    .and_then(|l| l.local_addr())
+                    .expect("a port")
+                    .port();
+                let path = dir.path().join(format!("story-{i}.toml"));
+                let replica_text = text
+                    .replacen(
+                        &format!("listen = \"127.0.0.1:{port}\""),
+                        &format!("listen = \"127.0.0.1:{own}\""),
+                        1,
+                    )
+                    .replacen("[store]\n", "[store]\nlease_seconds = 2\n", 1);
+                std::fs::write(&path, replica_text).expect("write replica config");
+                configs.push(path);
+                replica_ports.push(own);
+            }
+        }
         let config = Config::parse(&config_path, &text, &Secrets).expect("story config");
         let options = EngineOptions {
             job_timeout: job_timeout.unwrap_or(Duration::from_secs(60)),
@@ -213,7 +246,14 @@ webhook_token = "env:WH"
             },
         };
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-        if binary {
+        let mut balancer = None;
+        if binary && replicas > 1 {
+            let backends = replica_ports
+                .iter()
+                .map(|p| std::net::SocketAddr::from(([127, 0, 0, 1], *p)))
+                .collect();
+            balancer = Some(support::balancer::Balancer::start(listener, backends));
+        } else if binary {
             drop(listener);
         } else {
             tokio::spawn(hoist::server::run_with(
@@ -269,7 +309,10 @@ webhook_token = "env:WH"
             image,
             client,
             stop: Some(stop),
-            child: None,
+            children: Vec::new(),
+            configs,
+            replica_ports,
+            _balancer: balancer,
             config_path,
             db,
             _dir: dir,
@@ -280,48 +323,68 @@ webhook_token = "env:WH"
         Some(story)
     }
 
-    /// SIGKILLs the hoist binary.
+    /// SIGKILLs every hoist binary.
     pub fn kill(&mut self) {
-        if let Some(mut child) = self.child.take() {
+        for i in 0..self.children.len() {
+            self.kill_replica(i);
+        }
+    }
+
+    /// SIGKILLs replica `i`.
+    pub fn kill_replica(&mut self, i: usize) {
+        if let Some(mut child) = self.children.get_mut(i).and_then(Option::take) {
             let _ = child.kill();
             let _ = child.wait();
         }
     }
 
-    /// Starts the hoist binary on the story's config and store; returns once it answers.
+    /// The process id of each replica still running (`None` once killed).
+    pub fn replica_pids(&self) -> Vec<Option<u32>> {
+        self.children
+            .iter()
+            .map(|c| c.as_ref().map(std::process::Child::id))
+            .collect()
+    }
+
+    /// Starts the hoist binaries on the story's configs and store; returns once all answer.
     pub async fn restart(&mut self) {
         self.kill();
-        let log = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(self._dir.path().join("hoist.log"))
-            .expect("log file");
-        let child = std::process::Command::new(env!("CARGO_BIN_EXE_hoist"))
-            .args(["serve", "--config"])
-            .arg(&self.config_path)
-            .env("GL", support::GITLAB_TOKEN)
-            .env("WH", support::TOKEN)
-            .env("RUST_LOG", "hoist=debug")
-            .stdout(log.try_clone().expect("log"))
-            .stderr(log)
-            .spawn()
-            .expect("start hoist");
-        self.child = Some(child);
+        self.children.clear();
+        for (i, config) in self.configs.iter().enumerate() {
+            let log = std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(self._dir.path().join(format!("hoist-{i}.log")))
+                .expect("log file");
+            let child = std::process::Command::new(env!("CARGO_BIN_EXE_hoist"))
+                .args(["serve", "--config"])
+                .arg(config)
+                .env("GL", support::GITLAB_TOKEN)
+                .env("WH", support::TOKEN)
+                .env("RUST_LOG", "hoist=debug")
+                .stdout(log.try_clone().expect("log"))
+                .stderr(log)
+                .spawn()
+                .expect("start hoist");
+            self.children.push(Some(child));
+        }
         let deadline = Instant::now() + Duration::from_secs(30);
-        let url = format!("http://127.0.0.1:{}/healthz", self.port);
-        while !self
-            .client
-            .get(&url)
-            .send()
-            .await
-            .is_ok_and(|r| r.status().is_success())
-        {
-            assert!(
-                Instant::now() < deadline,
-                "hoist never answered: {}",
-                self.logs()
-            );
-            tokio::time::sleep(Duration::from_millis(50)).await;
+        for port in self.replica_ports.clone() {
+            let url = format!("http://127.0.0.1:{port}/healthz");
+            while !self
+                .client
+                .get(&url)
+                .send()
+                .await
+                .is_ok_and(|r| r.status().is_success())
+            {
+                assert!(
+                    Instant::now() < deadline,
+                    "hoist never answered: {}",
+                    self.logs()
+                );
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
         }
     }
 
@@ -364,9 +427,15 @@ webhook_token = "env:WH"
         }
     }
 
-    /// What the hoist binary logged so far.
+    /// What the hoist binaries logged so far.
     pub fn logs(&self) -> String {
-        std::fs::read_to_string(self._dir.path().join("hoist.log")).unwrap_or_default()
+        (0..self.configs.len())
+            .map(|i| {
+                std::fs::read_to_string(self._dir.path().join(format!("hoist-{i}.log")))
+                    .unwrap_or_default()
+            })
+            .collect::<Vec<_>>()
+            .join("\n")
     }
 
     pub async fn runs(&self) -> Vec<serde_json::Value> {
