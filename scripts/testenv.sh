@@ -194,7 +194,8 @@ _testenv_pg() {
 # A private cluster under STATE/pg: loopback TCP only, its unix socket inside STATE/pg,
 # password (scram) authentication, so the URL the tests get is the kind users write.
 _testenv_start_postgres() {
-    local state=$1 dir="$state/pg" bin
+    local state=$1
+    local dir="$state/pg" bin
     bin=$(_testenv_pg_bin) || {
         _testenv_log "PostgreSQL is not installed (no /usr/lib/postgresql/*/bin/initdb)"
         return 1
@@ -244,7 +245,8 @@ _testenv_start_postgres() {
 }
 
 _testenv_stop_postgres() {
-    local state=$1 dir="$state/pg" bin
+    local state=$1
+    local dir="$state/pg" bin
     [ -f "$dir/data/postmaster.pid" ] || return 0
     bin=$(_testenv_pg_bin) || return 0
     _testenv_pg "$bin/pg_ctl" -D "$dir/data" -m fast -w -t 60 stop >>"$dir/pg_ctl.log" 2>&1 || true

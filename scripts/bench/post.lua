@@ -10,8 +10,11 @@ wrk.headers["Content-Type"] = "application/json"
 wrk.headers["X-Gitlab-Event"] = "Pipeline Hook"
 wrk.headers["X-Gitlab-Token"] = os.getenv("BENCH_TOKEN") or ""
 
+-- Several wrk processes at once (scripts/bench-replicas) seed alike: BENCH_PREFIX tells them apart.
+local prefix = os.getenv("BENCH_PREFIX") or ""
+
 function setup(thread)
-  thread:set("tid", tostring(math.random(1, 1e9)))
+  thread:set("tid", prefix .. tostring(math.random(1, 1e9)))
 end
 
 function request()
