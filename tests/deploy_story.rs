@@ -435,13 +435,7 @@ async fn a_person_playing_the_deploy_job_in_gitlab_deploys_a_manual_environment(
         "hoist played nothing itself: {:#?}",
         world.call_log()
     );
-    let image = story.env.docker(&[
-        "service",
-        "inspect",
-        "--format",
-        "{{.Spec.TaskTemplate.ContainerSpec.Image}}",
-        &format!("{}-stg", story.service),
-    ]);
+    let image = story.image_of(&format!("{}-stg", story.service));
     assert!(
         image
             .trim()

@@ -176,13 +176,10 @@ async fn a_replica_killed_mid_run_is_taken_over_with_one_play_and_one_update() {
         story.world.call_log()
     );
     // One update: Swarm's previous spec is still the first tag's.
-    let previous = story.env.docker(&[
-        "service",
-        "inspect",
-        "--format",
-        "{{.PreviousSpec.TaskTemplate.ContainerSpec.Image}}",
+    let previous = story.inspect(
         &story.service,
-    ]);
+        "{{.PreviousSpec.TaskTemplate.ContainerSpec.Image}}",
+    );
     assert!(previous.contains(":v1.0.0@sha256:"), "{previous}");
     assert!(story.service_image().contains(":v1.1.0@sha256:"));
     story

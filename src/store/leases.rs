@@ -12,8 +12,6 @@
 
 use std::time::Duration;
 
-use sqlx::Row;
-
 use super::{Conn, QueuedDelivery, Store, StoreError};
 
 /// Milliseconds since the epoch: lease times (replica clocks are assumed in sync, as NTP keeps them).
@@ -181,16 +179,10 @@ impl Store {
         .fetch_all(&mut *tx)
         .await?;
         tx.commit().await?;
-        rows.iter()
-            .map(|r| {
-                Ok(QueuedDelivery {
-                    id: r.try_get("id")?,
-                    event: r.try_get("event")?,
-                    project: r.try_get("project")?,
-                    body: r.try_get::<Option<String>, _>("body")?.unwrap_or_default(),
-                })
-            })
-            .collect()
+        Ok(rows
+            .iter()
+            .map(super::queued_from)
+            .collect::<Result<_, _>>()?)
     }
 
     /// In the worker's transaction: whether `owner` still holds every one of `ids` (queued,

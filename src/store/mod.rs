@@ -134,6 +134,16 @@ pub struct QueuedDelivery {
     pub body: String,
 }
 
+/// A row of `id, event, project, body` (bodies joined in).
+fn queued_from(r: &sqlx::any::AnyRow) -> Result<QueuedDelivery, sqlx::Error> {
+    Ok(QueuedDelivery {
+        id: r.try_get("id")?,
+        event: r.try_get("event")?,
+        project: r.try_get("project")?,
+        body: r.try_get::<Option<String>, _>("body")?.unwrap_or_default(),
+    })
+}
+
 /// A delivery as `GET /api/v1/deliveries` shows it.
 #[derive(Debug, Clone, Serialize)]
 pub struct DeliveryRow {
@@ -247,16 +257,7 @@ impl Store {
         .bind(limit)
         .fetch_all(&self.pool)
         .await?;
-        rows.iter()
-            .map(|r| {
-                Ok(QueuedDelivery {
-                    id: r.try_get("id")?,
-                    event: r.try_get("event")?,
-                    project: r.try_get("project")?,
-                    body: r.try_get::<Option<String>, _>("body")?.unwrap_or_default(),
-                })
-            })
-            .collect()
+        Ok(rows.iter().map(queued_from).collect::<Result<_, _>>()?)
     }
 
     pub async fn queue_depth(&self) -> Result<i64, StoreError> {

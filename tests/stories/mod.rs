@@ -176,13 +176,7 @@ pub async fn deploy_comments_on_merge_requests(story: &Story) {
         })
         .await;
     assert_eq!(run["state"], "succeeded", "{run:#}");
-    let image = story.env.docker(&[
-        "service",
-        "inspect",
-        "--format",
-        "{{.Spec.TaskTemplate.ContainerSpec.Image}}",
-        &format!("{}-stg", story.service),
-    ]);
+    let image = story.image_of(&format!("{}-stg", story.service));
     assert!(
         image
             .trim()

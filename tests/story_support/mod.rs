@@ -454,14 +454,18 @@ webhook_token = "env:WH"
     }
 
     pub fn service_image(&self) -> String {
+        self.image_of(&self.service)
+    }
+
+    /// The image `service`'s spec names (`docker service inspect`).
+    pub fn image_of(&self, service: &str) -> String {
+        self.inspect(service, "{{.Spec.TaskTemplate.ContainerSpec.Image}}")
+    }
+
+    /// `docker service inspect --format FORMAT service`, trimmed.
+    pub fn inspect(&self, service: &str, format: &str) -> String {
         self.env
-            .docker(&[
-                "service",
-                "inspect",
-                "--format",
-                "{{.Spec.TaskTemplate.ContainerSpec.Image}}",
-                &self.service,
-            ])
+            .docker(&["service", "inspect", "--format", format, service])
             .trim()
             .to_string()
     }
