@@ -108,7 +108,7 @@ async fn rate_limits_and_bad_gateways_are_retried_and_every_comment_is_posted_on
 async fn gitlab_down_when_hoist_starts_delays_the_run_which_then_deploys() {
     use story_support::Setup;
     let setup = Setup {
-        gitlab_down_for: Some(Duration::from_secs(4)),
+        gitlab_down_for: Some(Duration::from_secs(5)),
         ..Setup::default()
     };
     let Some(story) = Story::start_with("glstart", setup).await else {

@@ -68,7 +68,7 @@ pub struct Setup {
     pub docker_host: Option<String>,
     /// The in-process engine's job timeout (60 s by default).
     pub job_timeout: Option<Duration>,
-    /// GitLab is down when hoist starts, for this long from hoist's first API call.
+    /// GitLab is down when hoist starts, for this long from the story's start.
     pub gitlab_down_for: Option<Duration>,
     /// The store is a fresh PostgreSQL database of the test cluster (else a SQLite file).
     pub postgres: bool,
@@ -142,7 +142,7 @@ impl Story {
         }
         let world = FakeGitlab::start().await;
         if let Some(d) = gitlab_down_for {
-            world.fault("", support::fake_gitlab::Fault::Down(d));
+            world.go_down(d);
         }
         let service = unique_name(label);
         let path = repo_path(&service);

@@ -887,7 +887,12 @@ impl FakeGitlab {
         }
     }
 
-    /// Whether GitLab is down now ([`Fault::Down`]).
+    /// GitLab goes down now, for `d`: every API call answers 503 until then.
+    pub fn go_down(&self, d: Duration) {
+        self.world().down_until = Some(std::time::Instant::now() + d);
+    }
+
+    /// Whether GitLab is down now ([`Fault::Down`], [`FakeGitlab::go_down`]).
     pub fn is_down(&self) -> bool {
         self.world()
             .down_until
