@@ -26,8 +26,8 @@ pub async fn sender(engine: Arc<Engine>, mut shutdown: watch::Receiver<bool>) {
         }
         // One sender across replicas keeps GitLab writes in the order they were decided.
         lease = hold_outbox(&engine, lease.take()).await;
-        match lease {
-            Some(_) => {}
+        let held = match &lease {
+            Some(l) => l.clone(),
             None => {
                 tokio::select! {
                     _ = tokio::time::sleep(engine.options.lease_ttl / 3) => {}
@@ -35,8 +35,8 @@ pub async fn sender(engine: Arc<Engine>, mut shutdown: watch::Receiver<bool>) {
                 }
                 continue;
             }
-        }
-        let stalled = match send_pending(&engine).await {
+        };
+        let stalled = match send_pending(&engine, &held).await {
             Ok(stalled) => stalled,
             Err(e) => {
                 tracing::error!(error = %e, "cannot read the outbox");
@@ -83,13 +83,21 @@ async fn hold_outbox(engine: &Engine, held: Option<Lease>) -> Option<Lease> {
 }
 
 /// Sends what is pending; true when a transient failure stopped it.
-pub async fn send_pending(engine: &Engine) -> Result<bool, crate::store::StoreError> {
+pub async fn send_pending(
+    engine: &Engine,
+    lease: &Lease,
+) -> Result<bool, crate::store::StoreError> {
     loop {
         let items = engine.store.pending_outbox(50).await?;
         if items.is_empty() {
             return Ok(false);
         }
         for item in items {
+            // The fence check before each write: a sender that lost the lease stops.
+            if !engine.store.holds(lease).await? {
+                tracing::warn!("outbox lease lost; another replica sends");
+                return Ok(true);
+            }
             // A run's writes log with the run's fields, like the run's own lines.
             let span = match item.run_id {
                 Some(run_id) => tracing::info_span!(
