@@ -239,12 +239,23 @@ impl Store {
         &self,
         batch: &[&NewDelivery],
     ) -> Result<Vec<Inserted>, StoreError> {
+        // Rows go in sorted by key (a stable sort keeps copies of one key in arrival order):
+        // replicas inserting overlapping keys at once then lock them in the same order and
+        // never deadlock on the unique index (PostgreSQL runs writers side by side).
+        let mut order: Vec<usize> = (0..batch.len()).collect();
+        order.sort_by(|&a, &b| batch[a].idempotency_key.cmp(&batch[b].idempotency_key));
+        let sorted: Vec<&NewDelivery> = order.iter().map(|&i| batch[i]).collect();
         let mut tx = self.begin().await?;
-        let mut out = Vec::with_capacity(batch.len());
-        for chunk in batch.chunks(INSERT_CHUNK) {
-            out.extend(insert_chunk(&mut tx, chunk).await?);
+        let mut inserted = Vec::with_capacity(batch.len());
+        for chunk in sorted.chunks(INSERT_CHUNK) {
+            inserted.extend(insert_chunk(&mut tx, chunk).await?);
         }
         tx.commit().await?;
+        // Answers in the caller's order.
+        let mut out = inserted.clone();
+        for (ins, &i) in inserted.into_iter().zip(&order) {
+            out[i] = ins;
+        }
         Ok(out)
     }
 
