@@ -151,22 +151,21 @@ impl Store {
             // written per row would cost a WAL write per delivery for nothing.
             return self.queued(limit).await;
         }
-        let sql = format!(
+        // SKIP LOCKED: concurrent claimers pass over rows another replica is claiming.
+        let mut tx = self.begin().await?;
+        let ids: Vec<i64> = sqlx::query_scalar(
             "UPDATE deliveries SET lease_owner = $1, lease_until = $2
              WHERE id IN (SELECT id FROM deliveries
                           WHERE state = 'queued' AND (lease_until IS NULL OR lease_until < $3)
-                          ORDER BY id LIMIT $4{})
+                          ORDER BY id LIMIT $4 FOR UPDATE SKIP LOCKED)
              RETURNING id",
-            self.skip_locked()
-        );
-        let mut tx = self.begin().await?;
-        let ids: Vec<i64> = sqlx::query_scalar(sqlx::AssertSqlSafe(sql))
-            .bind(owner)
-            .bind(until(ttl))
-            .bind(now_ms())
-            .bind(limit)
-            .fetch_all(&mut *tx)
-            .await?;
+        )
+        .bind(owner)
+        .bind(until(ttl))
+        .bind(now_ms())
+        .bind(limit)
+        .fetch_all(&mut *tx)
+        .await?;
         if ids.is_empty() {
             tx.rollback().await?;
             return Ok(Vec::new());
@@ -193,19 +192,17 @@ impl Store {
         owner: &str,
         ids: &[i64],
     ) -> Result<bool, StoreError> {
+        if !self.is_postgres() {
+            // One process per SQLite file claims implicitly, and its write transaction
+            // excludes every other writer: nothing can have taken the batch.
+            return Ok(true);
+        }
         let mut held = 0usize;
-        // SQLite: claims are implicit (one process), so still queued is still held.
-        let owned = if self.is_postgres() {
-            "lease_owner = $1"
-        } else {
-            "$1 = $1"
-        };
         for chunk in ids.chunks(256) {
             let list: Vec<String> = (0..chunk.len()).map(|i| format!("${}", i + 2)).collect();
             let sql = format!(
-                "SELECT id FROM deliveries WHERE {owned} AND state = 'queued' AND id IN ({}){}",
+                "SELECT id FROM deliveries WHERE lease_owner = $1 AND state = 'queued' AND id IN ({}) FOR UPDATE",
                 list.join(", "),
-                self.for_update()
             );
             let mut query = sqlx::query_scalar::<_, i64>(sqlx::AssertSqlSafe(sql)).bind(owner);
             for id in chunk {
@@ -218,16 +215,6 @@ impl Store {
 }
 
 impl Store {
-    /// `FOR UPDATE SKIP LOCKED` where the backend has it: concurrent claimers skip rows another
-    /// transaction holds instead of waiting for them.
-    fn skip_locked(&self) -> &'static str {
-        if self.is_postgres() {
-            " FOR UPDATE SKIP LOCKED"
-        } else {
-            ""
-        }
-    }
-
     /// `FOR UPDATE` where the backend has row locks (SQLite's writer lock covers everything).
     fn for_update(&self) -> &'static str {
         if self.is_postgres() {
