@@ -14,7 +14,9 @@ pub(crate) mod test_db;
 #[cfg(test)]
 mod tests;
 
+use std::ops::{Deref, DerefMut};
 use std::str::FromStr;
+use std::sync::Arc;
 use std::time::Duration;
 
 use serde::Serialize;
@@ -26,7 +28,36 @@ use sqlx::{AnyPool, ConnectOptions, Executor, Row};
 pub type Conn = sqlx::AnyConnection;
 
 /// A write transaction from [`Store::begin`]; derefs to a [`Conn`].
-pub type Tx = sqlx::Transaction<'static, sqlx::Any>;
+///
+/// On SQLite it also holds the process's write turn (see [`Store::begin`]) until it
+/// commits, rolls back or is dropped.
+pub struct Tx {
+    inner: sqlx::Transaction<'static, sqlx::Any>,
+    _turn: Option<tokio::sync::OwnedMutexGuard<()>>,
+}
+
+impl Tx {
+    pub async fn commit(self) -> Result<(), sqlx::Error> {
+        self.inner.commit().await
+    }
+
+    pub async fn rollback(self) -> Result<(), sqlx::Error> {
+        self.inner.rollback().await
+    }
+}
+
+impl Deref for Tx {
+    type Target = Conn;
+    fn deref(&self) -> &Conn {
+        &self.inner
+    }
+}
+
+impl DerefMut for Tx {
+    fn deref_mut(&mut self) -> &mut Conn {
+        &mut self.inner
+    }
+}
 
 /// Which database a store URL names.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -63,6 +94,9 @@ impl Backend {
         }
     }
 }
+
+/// How long a writer waits for SQLite's write lock (`busy_timeout` below says the same).
+const SQLITE_BUSY_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Per-connection SQLite settings (sqlx's `Any` options are only a URL, so they are set here).
 /// busy_timeout first, so switching to WAL waits for a lock instead of failing.
@@ -167,6 +201,8 @@ pub enum StoreError {
     Db(#[from] sqlx::Error),
     #[error("cannot migrate the store: {0}")]
     Migrate(#[from] sqlx::migrate::MigrateError),
+    #[error("the store stayed busy: no write turn within {} s", SQLITE_BUSY_TIMEOUT.as_secs())]
+    Busy,
 }
 
 /// The database behind hoist.
@@ -174,6 +210,8 @@ pub enum StoreError {
 pub struct Store {
     pool: AnyPool,
     backend: Backend,
+    /// SQLite's one writer, taken in turn inside the process (see [`Store::begin`]).
+    write_turn: Arc<tokio::sync::Mutex<()>>,
 }
 
 impl Store {
@@ -209,7 +247,11 @@ impl Store {
             Backend::Sqlite => sqlx::migrate!("./migrations/sqlite").run(&pool).await?,
             Backend::Postgres => sqlx::migrate!("./migrations/postgres").run(&pool).await?,
         }
-        Ok(Store { pool, backend })
+        Ok(Store {
+            pool,
+            backend,
+            write_turn: Arc::new(tokio::sync::Mutex::new(())),
+        })
     }
 
     /// Whether the store is PostgreSQL (row locks, several replicas) rather than SQLite.
@@ -317,11 +359,30 @@ impl Store {
     /// `SQLITE_BUSY` when another connection committed since its first read. PostgreSQL
     /// locks rows, not the database: a plain `BEGIN` (read committed), where the unique
     /// indexes and the state-guarded updates are what keep concurrent writers apart.
+    ///
+    /// SQLite has one writer at a time, and a connection that finds the write lock taken
+    /// polls for it with sleeps of up to 100 ms (its busy handler): the intake's writer and
+    /// the worker then lose milliseconds to each other on every batch. So the process's
+    /// transactions take their turn on an async mutex first, woken the moment the previous
+    /// one ends; the busy timeout is left for writers outside the process (the CLI, a backup).
+    /// Waiting for the turn is bounded by the same 10 s as the busy timeout.
     pub async fn begin(&self) -> Result<Tx, StoreError> {
-        Ok(match self.backend {
-            Backend::Sqlite => self.pool.begin_with("BEGIN IMMEDIATE").await?,
-            Backend::Postgres => self.pool.begin().await?,
-        })
+        match self.backend {
+            Backend::Sqlite => {
+                let turn =
+                    tokio::time::timeout(SQLITE_BUSY_TIMEOUT, self.write_turn.clone().lock_owned())
+                        .await
+                        .map_err(|_| StoreError::Busy)?;
+                Ok(Tx {
+                    inner: self.pool.begin_with("BEGIN IMMEDIATE").await?,
+                    _turn: Some(turn),
+                })
+            }
+            Backend::Postgres => Ok(Tx {
+                inner: self.pool.begin().await?,
+                _turn: None,
+            }),
+        }
     }
 
     pub async fn close(&self) {

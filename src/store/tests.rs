@@ -661,6 +661,53 @@ async fn runnable_and_live_run(db: TestDb) {
     store.close().await;
 }
 
+/// SQLite's writers take turns in the process: a second transaction waits for the
+/// first to end (no busy polling, no `SQLITE_BUSY`), then goes on with its data.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sqlite_writers_take_turns() {
+    let db = TestDb::sqlite();
+    let store = open(&db).await;
+    let mut first = store.begin().await.expect("first transaction");
+    let d = delivery("turn-1", DeliveryState::Queued);
+    super::insert_chunk(&mut first, &[&d])
+        .await
+        .expect("insert in the first");
+    let second = {
+        let store = store.clone();
+        tokio::spawn(async move {
+            let mut tx = store.begin().await.expect("second transaction");
+            let d = delivery("turn-2", DeliveryState::Queued);
+            super::insert_chunk(&mut tx, &[&d])
+                .await
+                .expect("insert in the second");
+            tx.commit().await.expect("second commit");
+        })
+    };
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    assert!(
+        !second.is_finished(),
+        "the second transaction ran while the first held the write turn"
+    );
+    first.commit().await.expect("first commit");
+    tokio::time::timeout(std::time::Duration::from_secs(5), second)
+        .await
+        .expect("the second transaction waited past the first's commit")
+        .expect("second task");
+    let queued = store.queued(10).await.expect("queued");
+    let keys: Vec<&str> = queued.iter().map(|q| q.project.as_str()).collect();
+    assert_eq!(queued.len(), 2, "{keys:?}");
+    // A dropped transaction gives the turn back too.
+    drop(store.begin().await.expect("third"));
+    tokio::time::timeout(std::time::Duration::from_secs(5), store.begin())
+        .await
+        .expect("the turn came back after a drop")
+        .expect("fourth")
+        .rollback()
+        .await
+        .expect("rollback");
+    store.close().await;
+}
+
 #[tokio::test]
 async fn postgres_errors_never_print_the_password() {
     let Some(db) = TestDb::postgres("password").await else {
