@@ -171,7 +171,7 @@ impl Store {
             return Ok(Vec::new());
         }
         let rows = sqlx::query(
-            "SELECT d.id, d.event, d.project, b.body FROM deliveries d LEFT JOIN delivery_bodies b ON b.delivery_id = d.id
+            "SELECT d.id, d.event, d.project, b.body, b.packed FROM deliveries d LEFT JOIN delivery_bodies b ON b.delivery_id = d.id
              WHERE d.state = 'queued' AND d.lease_owner = $1 ORDER BY d.id",
         )
         .bind(owner)

@@ -11,7 +11,9 @@ use sqlx::Row;
 
 use super::runs::{self, NewRun};
 use super::test_db::TestDb;
-use super::{Backend, DeliveryState, Finished, NewDelivery, Store, finish_deliveries, now_text};
+use super::{
+    Backend, DeliveryState, Finished, NewDelivery, PackedBody, Store, finish_deliveries, now_text,
+};
 
 macro_rules! on_both {
     ($($name:ident),* $(,)?) => {
@@ -48,6 +50,7 @@ on_both!(
     supersede_older_queued_runs,
     outbox_pending_sending_sent_failed,
     runnable_and_live_run,
+    bodies_are_packed_and_unpacked_bodies_still_read,
 );
 
 async fn open(db: &TestDb) -> Store {
@@ -71,7 +74,7 @@ fn delivery(key: &str, state: DeliveryState) -> NewDelivery {
         project: "acme/shop".to_string(),
         received_at: now_text(),
         state,
-        body: format!("{{\"key\":\"{key}\"}}"),
+        body: PackedBody::pack(&format!("{{\"key\":\"{key}\"}}")),
     }
 }
 
@@ -120,7 +123,7 @@ async fn opens_migrated_and_reopens(db: TestDb) {
             .fetch_all(store.pool())
             .await
             .expect("migrations table");
-    assert_eq!(applied, vec![1, 2, 3]);
+    assert_eq!(applied, vec![1, 2, 3, 4]);
     store
         .insert_deliveries(&[&delivery("k1", DeliveryState::Queued)])
         .await
@@ -661,6 +664,69 @@ async fn runnable_and_live_run(db: TestDb) {
     store.close().await;
 }
 
+/// New bodies are stored packed; a body stored as text before migration 0004 reads as
+/// before, and a packed body that does not unpack reads as empty instead of stalling.
+async fn bodies_are_packed_and_unpacked_bodies_still_read(db: TestDb) {
+    let store = open(&db).await;
+    let text = format!("{{\"builds\":[{}]}}", r#"{"name":"deploy"},"#.repeat(200));
+    let mut new = delivery("packed", DeliveryState::Queued);
+    new.body = PackedBody::pack(&text);
+    let id = store.insert_deliveries(&[&new]).await.expect("insert")[0].id;
+    let row = sqlx::query("SELECT body, packed FROM delivery_bodies WHERE delivery_id = $1")
+        .bind(id)
+        .fetch_one(store.pool())
+        .await
+        .expect("body row");
+    let (body, packed): (String, Vec<u8>) = (row.get(0), row.get(1));
+    assert_eq!(body, "");
+    assert!(
+        packed.len() * 4 < text.len(),
+        "{} of {} bytes",
+        packed.len(),
+        text.len()
+    );
+    for (key, body, packed) in [
+        ("from-0003", Some(r#"{"old":true}"#), None),
+        ("damaged", Some(""), Some(vec![0xff_u8; 12])),
+    ] {
+        let id: i64 = sqlx::query_scalar(
+            "INSERT INTO deliveries (idempotency_key, dedupe_key, event, project, received_at, state)
+             VALUES ($1, $1, 'Pipeline Hook', 'acme/shop', $2, 'queued') RETURNING id",
+        )
+        .bind(key)
+        .bind(now_text())
+        .fetch_one(store.pool())
+        .await
+        .expect("row");
+        sqlx::query("INSERT INTO delivery_bodies (delivery_id, body, packed) VALUES ($1, $2, $3)")
+            .bind(id)
+            .bind(body)
+            .bind(packed)
+            .execute(store.pool())
+            .await
+            .expect("body");
+    }
+    let queued = store.queued(10).await.expect("queued");
+    let bodies: Vec<&str> = queued.iter().map(|q| q.body.as_str()).collect();
+    assert_eq!(bodies, [text.as_str(), r#"{"old":true}"#, ""]);
+    store.close().await;
+}
+
+#[test]
+fn packed_bodies_round_trip_and_refuse_garbage() {
+    for text in ["", "{}", "é ✓ 𝄞", &"x".repeat(100_000)] {
+        let packed = PackedBody::pack(text);
+        assert_eq!(PackedBody::unpack(packed.bytes()).as_deref(), Some(text));
+    }
+    assert_eq!(PackedBody::unpack(b""), None);
+    assert_eq!(PackedBody::unpack(&[1, 0, 0]), None);
+    // A size far beyond any body is refused before anything is allocated.
+    assert_eq!(PackedBody::unpack(&[0xff, 0xff, 0xff, 0x7f, 0]), None);
+    // Bytes that unpack but are not UTF-8.
+    let latin1 = lz4_flex::compress_prepend_size(&[0xe9, 0x74, 0xe9]);
+    assert_eq!(PackedBody::unpack(&latin1), None);
+}
+
 /// SQLite's writers take turns in the process: a second transaction waits for the
 /// first to end (no busy polling, no `SQLITE_BUSY`), then goes on with its data.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -776,7 +842,7 @@ fn redaction_cuts_the_password_out_of_any_error() {
 /// The migrations existing SQLite stores have applied, as released (1 and 2 at da5173c as
 /// `migrations/000N_*.sql`, 3 with the leases): sqlx stores each one's SHA-384 and refuses
 /// to open a store whose files no longer match. New migrations are appended here once shipped.
-const RELEASED_SQLITE_CHECKSUMS: [(i64, &str); 3] = [
+const RELEASED_SQLITE_CHECKSUMS: [(i64, &str); 4] = [
     (
         1,
         "c186b29d71b4fac9d32cba472e47e0bf88211105530dbc431dc2bc7d4a15c3931c6582544c8a01a378916ff18681f245",
@@ -788,6 +854,10 @@ const RELEASED_SQLITE_CHECKSUMS: [(i64, &str); 3] = [
     (
         3,
         "0ad2342982e06894f7a8c095c29e026a355054327540b65a5745002cb64d16705b97f12b561c999b2c11643e96c2ab36",
+    ),
+    (
+        4,
+        "0634e9a2f3c77b13936d1ac57483ec3d433ed78a9ed3d3742702b22007d381469ecf458d9e8338a2d4c865c5743d94fb",
     ),
 ];
 
@@ -861,10 +931,11 @@ fn migration_dirs_match() {
     );
     assert!(sqlite.keys().all(|n| n.ends_with(".sql")));
     for (name, text) in &sqlite {
+        // PostgreSQL's bytes are BYTEA, SQLite's BLOB.
         assert_eq!(
             normalise(text, "INTEGER PRIMARY KEY"),
             normalise(
-                &postgres[name],
+                &postgres[name].replace(" BYTEA", " BLOB"),
                 "BIGINT GENERATED BY DEFAULT AS IDENTITY PRIMARY KEY"
             ),
             "{name} differs between the dialects beyond its identity columns"

@@ -22,7 +22,7 @@ use sha2::{Digest, Sha256};
 
 use crate::config::{Config, ProjectConfig};
 use crate::metrics;
-use crate::store::{DeliveryState, NewDelivery};
+use crate::store::{DeliveryState, NewDelivery, PackedBody};
 use auth::AuthHeaders;
 use project::ProjectRef;
 use writer::{WriteError, Writer};
@@ -217,7 +217,7 @@ async fn handle(
         _ => format!("sha256:{}", hex::encode(Sha256::digest(&bytes))),
     };
     let used = event_is_used(event);
-    let Ok(body_text) = String::from_utf8(bytes.to_vec()) else {
+    let Ok(body_text) = std::str::from_utf8(&bytes) else {
         return (
             "invalid",
             answer(StatusCode::BAD_REQUEST, "body is not UTF-8\n"),
@@ -233,7 +233,7 @@ async fn handle(
         } else {
             DeliveryState::Ignored
         },
-        body: body_text,
+        body: PackedBody::pack(body_text),
     };
     match rx.writer.write(delivery).await {
         Ok(ins) => {
