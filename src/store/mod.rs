@@ -278,6 +278,7 @@ impl Store {
             .max_connections(4)
             .min_connections(1)
             .acquire_timeout(Duration::from_secs(10))
+            .test_before_acquire(backend == Backend::Postgres)
             .after_connect(move |conn, _| {
                 Box::pin(async move {
                     if backend == Backend::Sqlite {
