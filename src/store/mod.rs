@@ -440,6 +440,47 @@ impl Store {
 /// Rows per multi-row INSERT (SQLite allows 32766 parameters, PostgreSQL 65535; 5 per row).
 const INSERT_CHUNK: usize = 256;
 
+/// Placeholders for a statement built for a batch, in the order values are bound.
+///
+/// PostgreSQL numbers them (`$1`, `$2`, …). SQLite gets plain `?`: it finds a named or
+/// numbered parameter by a linear scan of the statement's names, once per bound value, so
+/// a 64-row insert with 384 `$N`s cost tens of thousands of string comparisons.
+struct Params {
+    numbered: bool,
+    next: usize,
+}
+
+impl Params {
+    fn of(conn: &Conn) -> Params {
+        Params {
+            numbered: conn.backend_name() != "SQLite",
+            next: 0,
+        }
+    }
+
+    fn push(&mut self, sql: &mut String) {
+        self.next += 1;
+        if self.numbered {
+            sql.push('$');
+            sql.push_str(&self.next.to_string());
+        } else {
+            sql.push('?');
+        }
+    }
+
+    /// `(p, p, …)` with `width` placeholders.
+    fn row(&mut self, sql: &mut String, width: usize) {
+        sql.push('(');
+        for i in 0..width {
+            if i > 0 {
+                sql.push_str(", ");
+            }
+            self.push(sql);
+        }
+        sql.push(')');
+    }
+}
+
 async fn insert_chunk(
     conn: &mut Conn,
     chunk: &[&NewDelivery],
@@ -447,25 +488,19 @@ async fn insert_chunk(
     let mut sql = String::from(
         "INSERT INTO deliveries (idempotency_key, dedupe_key, event, project, received_at, state) VALUES ",
     );
+    let mut params = Params::of(conn);
     for i in 0..chunk.len() {
-        let b = i * 5;
         if i > 0 {
             sql.push_str(", ");
         }
-        sql.push_str(&format!(
-            "(${k}, ${k}, ${e}, ${p}, ${r}, ${s})",
-            k = b + 1,
-            e = b + 2,
-            p = b + 3,
-            r = b + 4,
-            s = b + 5
-        ));
+        params.row(&mut sql, 6);
     }
     sql.push_str(" ON CONFLICT (dedupe_key) DO NOTHING RETURNING id, dedupe_key");
     // Only placeholders are spliced in; every value is bound.
     let mut query = sqlx::query(sqlx::AssertSqlSafe(sql));
     for d in chunk {
         query = query
+            .bind(&d.idempotency_key)
             .bind(&d.idempotency_key)
             .bind(&d.event)
             .bind(&d.project)
@@ -493,11 +528,16 @@ async fn insert_chunk(
     if !bodies.is_empty() {
         let mut sql =
             String::from("INSERT INTO delivery_bodies (delivery_id, body, packed) VALUES ");
+        let mut params = Params::of(conn);
         for i in 0..bodies.len() {
             if i > 0 {
                 sql.push_str(", ");
             }
-            sql.push_str(&format!("(${}, '', ${})", i * 2 + 1, i * 2 + 2));
+            sql.push('(');
+            params.push(&mut sql);
+            sql.push_str(", '', ");
+            params.push(&mut sql);
+            sql.push(')');
         }
         let mut query = sqlx::query(sqlx::AssertSqlSafe(sql));
         for (id, body) in &bodies {
@@ -543,15 +583,17 @@ pub async fn finish_deliveries(
 ) -> Result<u64, StoreError> {
     let mut total = 0;
     for chunk in done.chunks(INSERT_CHUNK) {
+        let mut params = Params::of(conn);
         let mut sql = String::from(
-            "UPDATE deliveries SET state = v.column2, summary = v.column3, run_id = v.column4, processed_at = $1 FROM (VALUES ",
+            "UPDATE deliveries SET state = v.column2, summary = v.column3, run_id = v.column4, processed_at = ",
         );
+        params.push(&mut sql);
+        sql.push_str(" FROM (VALUES ");
         for i in 0..chunk.len() {
-            let b = 2 + i * 4;
             if i > 0 {
                 sql.push_str(", ");
             }
-            sql.push_str(&format!("(${}, ${}, ${}, ${})", b, b + 1, b + 2, b + 3));
+            params.row(&mut sql, 4);
         }
         sql.push_str(") AS v WHERE deliveries.id = v.column1 AND deliveries.state = 'queued'");
         let mut query = sqlx::query(sqlx::AssertSqlSafe(sql)).bind(now);

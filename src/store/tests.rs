@@ -51,6 +51,7 @@ on_both!(
     outbox_pending_sending_sent_failed,
     runnable_and_live_run,
     bodies_are_packed_and_unpacked_bodies_still_read,
+    batch_placeholders_fit_the_backend,
 );
 
 async fn open(db: &TestDb) -> Store {
@@ -709,6 +710,36 @@ async fn bodies_are_packed_and_unpacked_bodies_still_read(db: TestDb) {
     let queued = store.queued(10).await.expect("queued");
     let bodies: Vec<&str> = queued.iter().map(|q| q.body.as_str()).collect();
     assert_eq!(bodies, [text.as_str(), r#"{"old":true}"#, ""]);
+    store.close().await;
+}
+
+/// Batch statements number their placeholders on PostgreSQL and leave them plain on
+/// SQLite (where each numbered one costs a scan of all the names).
+async fn batch_placeholders_fit_the_backend(db: TestDb) {
+    let store = open(&db).await;
+    let mut conn = store.pool().acquire().await.expect("connection");
+    let mut params = super::Params::of(&conn);
+    let mut sql = String::new();
+    params.row(&mut sql, 3);
+    let expected = if db.is_postgres() {
+        "($1, $2, $3)"
+    } else {
+        "(?, ?, ?)"
+    };
+    assert_eq!(sql, expected);
+    // And a statement built so binds its values in order.
+    let row = sqlx::query(sqlx::AssertSqlSafe(format!(
+        "SELECT * FROM (VALUES {sql}) AS v"
+    )))
+    .bind("a")
+    .bind("b")
+    .bind("c")
+    .fetch_one(&mut *conn)
+    .await
+    .expect("select");
+    let values: (String, String, String) = (row.get(0), row.get(1), row.get(2));
+    assert_eq!(values, ("a".into(), "b".into(), "c".into()));
+    drop(conn);
     store.close().await;
 }
 
