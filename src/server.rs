@@ -95,6 +95,7 @@ pub async fn run_with(
         committed.clone(),
         worker_stop.clone(),
     ));
+    let checkpoint_task = crate::store::checkpoint::spawn(store.clone(), worker_stop.clone());
     let engine_tasks = engine.spawn(worker_stop);
 
     let docker = match docker_client(&config.docker.host) {
@@ -129,7 +130,7 @@ pub async fn run_with(
     let _ = stop_worker.send(true);
     worker_task.await.context("worker task failed")?;
     // Runs in flight stay `running` in the store and resume at the next start.
-    for task in engine_tasks {
+    for task in engine_tasks.into_iter().chain(checkpoint_task) {
         task.await.context("engine task failed")?;
     }
     store.close().await;

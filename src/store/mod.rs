@@ -7,6 +7,7 @@
 //! is part of a larger unit of work takes a [`Conn`] so the caller decides the
 //! transaction boundary.
 
+pub mod checkpoint;
 pub mod leases;
 pub mod runs;
 #[cfg(test)]
@@ -283,6 +284,11 @@ impl Store {
                 Box::pin(async move {
                     if backend == Backend::Sqlite {
                         conn.execute(SQLITE_PRAGMAS).await?;
+                        let pages = checkpoint::WAL_SAFETY_PAGES;
+                        conn.execute(sqlx::AssertSqlSafe(format!(
+                            "PRAGMA wal_autocheckpoint = {pages}"
+                        )))
+                        .await?;
                     }
                     Ok(())
                 })

@@ -52,6 +52,7 @@ on_both!(
     runnable_and_live_run,
     bodies_are_packed_and_unpacked_bodies_still_read,
     batch_placeholders_fit_the_backend,
+    checkpoints_copy_the_wal_on_sqlite_only,
 );
 
 async fn open(db: &TestDb) -> Store {
@@ -740,6 +741,49 @@ async fn batch_placeholders_fit_the_backend(db: TestDb) {
     let values: (String, String, String) = (row.get(0), row.get(1), row.get(2));
     assert_eq!(values, ("a".into(), "b".into(), "c".into()));
     drop(conn);
+    store.close().await;
+}
+
+/// The checkpoint task's step: on SQLite it copies the WAL's frames into the database
+/// file (the connections' own checkpoint waits for 20,000 pages); PostgreSQL has none.
+async fn checkpoints_copy_the_wal_on_sqlite_only(db: TestDb) {
+    let store = open(&db).await;
+    let autocheckpoint: i64 = sqlx::query_scalar("PRAGMA wal_autocheckpoint")
+        .fetch_one(store.pool())
+        .await
+        .unwrap_or(-1);
+    for i in 0..20 {
+        store
+            .insert_deliveries(&[&delivery(&format!("ck-{i}"), DeliveryState::Queued)])
+            .await
+            .expect("insert");
+    }
+    let seen = store.checkpoint().await.expect("checkpoint");
+    if db.is_postgres() {
+        assert_eq!(seen, None);
+    } else {
+        assert_eq!(
+            autocheckpoint,
+            i64::from(super::checkpoint::WAL_SAFETY_PAGES)
+        );
+        let seen = seen.expect("SQLite checkpoints");
+        assert!(seen.wal_frames > 0, "{seen:?}");
+        assert_eq!(
+            seen.copied, seen.wal_frames,
+            "a quiet store is copied whole"
+        );
+    }
+    // The task stops when told.
+    let (stop, stopped) = tokio::sync::watch::channel(false);
+    let task = super::checkpoint::spawn(store.clone(), stopped);
+    assert_eq!(task.is_some(), !db.is_postgres());
+    let _ = stop.send(true);
+    if let Some(task) = task {
+        tokio::time::timeout(std::time::Duration::from_secs(5), task)
+            .await
+            .expect("the checkpoint task ends when told")
+            .expect("task");
+    }
     store.close().await;
 }
 
