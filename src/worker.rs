@@ -3,14 +3,24 @@
 //! A delivery is marked done in the same transaction as the engine's decisions
 //! (runs queued, replies recorded), so a crash leaves it either queued (and
 //! processed after restart) or done, never half-handled.
+//!
+//! Parsing the bodies, most of the worker's CPU, runs on a thread of its own at a
+//! lower CPU priority ([`Parser`]): when deliveries flood in, answering GitLab comes
+//! first and the queue waits, instead of both slowing down alike.
 
 use std::sync::Arc;
+use std::sync::mpsc as std_mpsc;
 use std::time::Duration;
 
-use tokio::sync::{Notify, watch};
+use tokio::sync::{Notify, oneshot, watch};
 
 use crate::engine::{Engine, dispatch};
-use crate::store::{self, StoreError};
+use crate::events::{self, Event, ParseError};
+use crate::store::{self, QueuedDelivery, StoreError};
+
+/// The parser thread's nice value (0 is the default, 19 the lowest priority): a receiver
+/// on a busy machine wins the CPU, and the worker still gets a tenth of it to keep up.
+const PARSER_NICE: i32 = 10;
 
 /// How long the worker lets a burst gather after a batch that was not full.
 const GATHER: Duration = Duration::from_millis(20);
@@ -18,13 +28,80 @@ const GATHER: Duration = Duration::from_millis(20);
 /// How many deliveries one transaction handles.
 const BATCH: i64 = 256;
 
+/// A batch of deliveries and what their bodies parsed to.
+type Parsed = (Vec<QueuedDelivery>, Vec<Result<Event, ParseError>>);
+
+/// Parses delivery bodies on a thread of its own, at [`PARSER_NICE`].
+struct Parser {
+    jobs: Option<std_mpsc::Sender<(Vec<QueuedDelivery>, oneshot::Sender<Parsed>)>>,
+}
+
+impl Parser {
+    /// Starts the thread; it ends when the parser is dropped. Without a thread (it could
+    /// not be started) batches are parsed on the caller's task.
+    fn start() -> Parser {
+        let (jobs, inbox) = std_mpsc::channel::<(Vec<QueuedDelivery>, oneshot::Sender<Parsed>)>();
+        let spawned = std::thread::Builder::new()
+            .name("hoist-parse".into())
+            .spawn(move || {
+                lower_priority(PARSER_NICE);
+                for (batch, reply) in inbox {
+                    let _ = reply.send(parse_all(batch));
+                }
+            });
+        match spawned {
+            Ok(_) => Parser { jobs: Some(jobs) },
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot start the parser thread; parsing on the worker");
+                Parser { jobs: None }
+            }
+        }
+    }
+
+    async fn parse(&self, batch: Vec<QueuedDelivery>) -> Parsed {
+        let Some(jobs) = &self.jobs else {
+            return parse_all(batch);
+        };
+        let (reply, answer) = oneshot::channel();
+        match jobs.send((batch, reply)) {
+            // The thread died (a panic in the parser): the batch is still queued in the
+            // store, and the worker's error path retries it.
+            Ok(()) => answer.await.unwrap_or_default(),
+            Err(std_mpsc::SendError((batch, _))) => parse_all(batch),
+        }
+    }
+}
+
+fn parse_all(batch: Vec<QueuedDelivery>) -> Parsed {
+    let parsed = batch
+        .iter()
+        .map(|d| events::parse(&d.event, d.body.as_bytes()))
+        .collect();
+    (batch, parsed)
+}
+
+/// Lowers the calling thread's CPU priority (Linux: `setpriority` with `PRIO_PROCESS` and
+/// id 0 names the calling thread, not the process). Best effort: a refusal is only logged.
+#[cfg(target_os = "linux")]
+fn lower_priority(nice: i32) {
+    // SAFETY: setpriority takes three integers and touches no memory of ours.
+    let rc = unsafe { libc::setpriority(libc::PRIO_PROCESS, 0, nice) };
+    if rc != 0 {
+        tracing::debug!(error = %std::io::Error::last_os_error(), "cannot lower the parser's priority");
+    }
+}
+
+#[cfg(not(target_os = "linux"))]
+fn lower_priority(_nice: i32) {}
+
 /// Runs until `shutdown` turns true; finishes the batch in hand first.
 pub async fn run(engine: Arc<Engine>, committed: Arc<Notify>, mut shutdown: watch::Receiver<bool>) {
+    let parser = Parser::start();
     loop {
         if *shutdown.borrow() {
             break;
         }
-        match process_batch(&engine).await {
+        match process_batch(&engine, &parser).await {
             Ok(0) => {
                 tokio::select! {
                     _ = committed.notified() => {}
@@ -56,7 +133,7 @@ pub async fn run(engine: Arc<Engine>, committed: Arc<Notify>, mut shutdown: watc
 }
 
 /// Processes up to one batch; returns how many deliveries it finished.
-pub async fn process_batch(engine: &Engine) -> Result<usize, StoreError> {
+async fn process_batch(engine: &Engine, parser: &Parser) -> Result<usize, StoreError> {
     let ttl = engine.options.lease_ttl;
     let queued = engine
         .store
@@ -65,9 +142,13 @@ pub async fn process_batch(engine: &Engine) -> Result<usize, StoreError> {
     if queued.is_empty() {
         return Ok(0);
     }
+    let (queued, parsed) = parser.parse(queued).await;
+    if queued.is_empty() {
+        return Err(StoreError::Open("the parser thread stopped".into()));
+    }
     let mut plans = Vec::with_capacity(queued.len());
-    for d in &queued {
-        plans.push(engine.plan(d).await);
+    for (d, event) in queued.iter().zip(parsed) {
+        plans.push(engine.plan(d, event).await);
     }
     let mut tx = engine.store.begin().await?;
     let ids: Vec<i64> = queued.iter().map(|d| d.id).collect();
@@ -108,4 +189,68 @@ pub async fn process_batch(engine: &Engine) -> Result<usize, StoreError> {
         tracing::info!(delivery = d.id, event = %d.event, project = %d.project, state = plan.state.as_str(), "{}", plan.summary);
     }
     Ok(done)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn queued(id: i64, event: &str, body: &str) -> QueuedDelivery {
+        QueuedDelivery {
+            id,
+            event: event.to_string(),
+            project: "acme/shop".to_string(),
+            body: body.to_string(),
+        }
+    }
+
+    /// The parser thread answers a batch in its order, as `events::parse` would, and runs
+    /// at the lower priority.
+    #[tokio::test]
+    async fn parser_thread_parses_a_batch_in_order_at_a_lower_priority() {
+        let parser = Parser::start();
+        let batch = vec![
+            queued(
+                7,
+                "Tag Push Hook",
+                include_str!("../tests/fixtures/tag_push.json"),
+            ),
+            queued(8, "Pipeline Hook", "not json"),
+            queued(
+                9,
+                "Pipeline Hook",
+                include_str!("../tests/fixtures/pipeline_tag_manual.json"),
+            ),
+        ];
+        let (back, parsed) = parser.parse(batch).await;
+        assert_eq!(back.iter().map(|d| d.id).collect::<Vec<_>>(), [7, 8, 9]);
+        assert!(
+            matches!(parsed[0], Ok(Event::TagPush(_))),
+            "{:?}",
+            parsed[0]
+        );
+        assert!(parsed[1].is_err());
+        assert!(
+            matches!(parsed[2], Ok(Event::Pipeline(_))),
+            "{:?}",
+            parsed[2]
+        );
+        #[cfg(target_os = "linux")]
+        {
+            let nice = std::fs::read_dir("/proc/self/task")
+                .expect("tasks")
+                .flatten()
+                .find(|t| {
+                    std::fs::read_to_string(t.path().join("comm"))
+                        .is_ok_and(|c| c.trim() == "hoist-parse")
+                })
+                .and_then(|t| std::fs::read_to_string(t.path().join("stat")).ok())
+                .and_then(|stat| {
+                    // Fields after the command's closing parenthesis; nice is field 19.
+                    let rest = stat.rsplit_once(')')?.1.to_string();
+                    rest.split_whitespace().nth(16)?.parse::<i32>().ok()
+                });
+            assert_eq!(nice, Some(PARSER_NICE));
+        }
+    }
 }

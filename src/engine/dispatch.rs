@@ -84,8 +84,13 @@ impl Plan {
 }
 
 impl Engine {
-    /// Decides what a delivery means.
-    pub async fn plan(&self, delivery: &QueuedDelivery) -> Plan {
+    /// Decides what a delivery means, from its body as [`events::parse`] read it (the
+    /// worker parses a batch on a thread of its own first).
+    pub async fn plan(
+        &self,
+        delivery: &QueuedDelivery,
+        parsed: Result<Event, events::ParseError>,
+    ) -> Plan {
         let Some(project) = self
             .config
             .projects
@@ -97,7 +102,7 @@ impl Engine {
                 delivery.project
             ));
         };
-        let event = match events::parse(&delivery.event, delivery.body.as_bytes()) {
+        let event = match parsed {
             Ok(e) => e,
             Err(e) => return Plan::ignored(format!("not understood: {e}")),
         };

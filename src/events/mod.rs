@@ -240,7 +240,12 @@ fn typed<T: DeserializeOwned + ObjectKind>(
         object_kind: echo(found),
     };
     // The happy path parses plainly; only a failure is parsed again to learn the field's path.
-    if let Ok(event) = serde_json::from_slice::<T>(body) {
+    // From text once checked whole, serde skips checking each string again.
+    let plain = match std::str::from_utf8(body) {
+        Ok(text) => serde_json::from_str::<T>(text),
+        Err(_) => serde_json::from_slice::<T>(body),
+    };
+    if let Ok(event) = plain {
         let found = event.object_kind();
         if !found.is_empty() && found != expected {
             return Err(mismatch(found));

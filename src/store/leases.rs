@@ -50,6 +50,7 @@ impl Store {
         run_id: Option<i64>,
         ttl: Duration,
     ) -> Result<Option<Lease>, StoreError> {
+        let mut tx = self.begin().await?;
         let fence: Option<i64> = sqlx::query_scalar(
             "INSERT INTO leases (name, owner, fence, lease_until, run_id) VALUES ($1, $2, 1, $3, $4)
              ON CONFLICT (name) DO UPDATE SET owner = excluded.owner, fence = leases.fence + 1,
@@ -63,8 +64,9 @@ impl Store {
         .bind(until(ttl))
         .bind(run_id)
         .bind(now_ms())
-        .fetch_optional(self.pool())
+        .fetch_optional(&mut *tx)
         .await?;
+        tx.commit().await?;
         Ok(fence.map(|fence| Lease {
             name: name.to_string(),
             owner: owner.to_string(),
@@ -75,6 +77,7 @@ impl Store {
 
     /// Extends a lease still held; false when it was lost (expired and taken, or released).
     pub async fn renew_lease(&self, lease: &Lease) -> Result<bool, StoreError> {
+        let mut tx = self.begin().await?;
         let done = sqlx::query(
             "UPDATE leases SET lease_until = $1 WHERE name = $2 AND owner = $3 AND fence = $4 AND lease_until >= $5",
         )
@@ -83,8 +86,9 @@ impl Store {
         .bind(&lease.owner)
         .bind(lease.fence)
         .bind(now_ms())
-        .execute(self.pool())
+        .execute(&mut *tx)
         .await?;
+        tx.commit().await?;
         Ok(done.rows_affected() == 1)
     }
 
@@ -170,10 +174,9 @@ impl Store {
             tx.rollback().await?;
             return Ok(Vec::new());
         }
-        let rows = sqlx::query(
-            "SELECT d.id, d.event, d.project, b.body, b.packed FROM deliveries d LEFT JOIN delivery_bodies b ON b.delivery_id = d.id
-             WHERE d.state = 'queued' AND d.lease_owner = $1 ORDER BY d.id",
-        )
+        let rows = sqlx::query(super::select_queued!(
+            "WHERE d.state = 'queued' AND d.lease_owner = $1 ORDER BY d.id"
+        ))
         .bind(owner)
         .fetch_all(&mut *tx)
         .await?;
@@ -247,11 +250,13 @@ impl Store {
 impl Store {
     /// Records which replica executes a run (the API's `owner`).
     pub async fn set_run_owner(&self, run_id: i64, owner: &str) -> Result<(), StoreError> {
+        let mut tx = self.begin().await?;
         sqlx::query("UPDATE runs SET owner = $1 WHERE id = $2")
             .bind(owner)
             .bind(run_id)
-            .execute(self.pool())
+            .execute(&mut *tx)
             .await?;
+        tx.commit().await?;
         Ok(())
     }
 }

@@ -8,6 +8,7 @@
 //! transaction boundary.
 
 pub mod checkpoint;
+pub mod direct;
 pub mod leases;
 pub mod runs;
 #[cfg(test)]
@@ -34,12 +35,27 @@ pub type Conn = sqlx::AnyConnection;
 /// commits, rolls back or is dropped.
 pub struct Tx {
     inner: sqlx::Transaction<'static, sqlx::Any>,
-    _turn: Option<tokio::sync::OwnedMutexGuard<()>>,
+    turn: Option<tokio::sync::OwnedMutexGuard<()>>,
+    /// SQLite's write-ahead log, synced after the commit ([`Tx::commit`]).
+    wal: Option<std::path::PathBuf>,
 }
 
 impl Tx {
+    /// Commits; the transaction is durable when this returns.
+    ///
+    /// SQLite connections commit with `synchronous=NORMAL` (the log is written, not
+    /// synced): the write turn is given back first, then the log is synced, so the next
+    /// writer is not kept waiting on the disk (see [`direct`] for why that is as safe).
     pub async fn commit(self) -> Result<(), sqlx::Error> {
-        self.inner.commit().await
+        let Tx { inner, turn, wal } = self;
+        inner.commit().await?;
+        drop(turn);
+        if let Some(wal) = wal {
+            tokio::task::spawn_blocking(move || direct::sync_wal(&wal))
+                .await
+                .map_err(|e| sqlx::Error::Io(std::io::Error::other(e)))??;
+        }
+        Ok(())
     }
 
     pub async fn rollback(self) -> Result<(), sqlx::Error> {
@@ -101,9 +117,11 @@ const SQLITE_BUSY_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Per-connection SQLite settings (sqlx's `Any` options are only a URL, so they are set here).
 /// busy_timeout first, so switching to WAL waits for a lock instead of failing.
-/// `synchronous=FULL`: a delivery answered 200 survives power loss, not just a crash.
+/// `synchronous=NORMAL`: a commit writes the log without syncing it; every write goes
+/// through [`Store::begin`], whose [`Tx::commit`] syncs the log before it returns, so a
+/// commit (and a delivery answered 200) still survives power loss, not just a crash.
 const SQLITE_PRAGMAS: &str = "PRAGMA busy_timeout = 10000; PRAGMA journal_mode = WAL; \
-     PRAGMA synchronous = FULL; PRAGMA foreign_keys = ON;";
+     PRAGMA synchronous = NORMAL; PRAGMA foreign_keys = ON;";
 
 /// What became of a delivery.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -200,13 +218,38 @@ pub struct QueuedDelivery {
     pub body: String,
 }
 
+/// Deliveries with their bodies, as [`queued_from`] reads them; a `WHERE` clause follows.
+macro_rules! select_queued {
+    ($rest:literal) => {
+        concat!(
+            "SELECT d.id, d.event, d.project, b.body, b.packed \
+             FROM deliveries d LEFT JOIN delivery_bodies b ON b.delivery_id = d.id ",
+            $rest
+        )
+    };
+}
+pub(crate) use select_queued;
+
+/// The oldest queued deliveries with their bodies, in order of arrival (`$1`: how many).
+const QUEUED_SQL: &str = select_queued!("WHERE d.state = 'queued' ORDER BY d.id LIMIT $1");
+
 /// A row of `id, event, project, body, packed` (bodies joined in).
+fn queued_from(r: &sqlx::any::AnyRow) -> Result<QueuedDelivery, sqlx::Error> {
+    let id = r.try_get("id")?;
+    Ok(QueuedDelivery {
+        id,
+        event: r.try_get("event")?,
+        project: r.try_get("project")?,
+        body: stored_body(id, r.try_get("packed")?, r.try_get("body")?),
+    })
+}
+
+/// A delivery's body from its `packed` and `body` columns.
 ///
 /// A packed body that does not unpack (a damaged file) reads as empty: the worker then
 /// records the delivery as not understood instead of stalling on it forever.
-fn queued_from(r: &sqlx::any::AnyRow) -> Result<QueuedDelivery, sqlx::Error> {
-    let id = r.try_get("id")?;
-    let body = match r.try_get::<Option<Vec<u8>>, _>("packed")? {
+fn stored_body(id: i64, packed: Option<Vec<u8>>, text: Option<String>) -> String {
+    match packed {
         Some(packed) => PackedBody::unpack(&packed).unwrap_or_else(|| {
             tracing::error!(
                 delivery = id,
@@ -215,14 +258,8 @@ fn queued_from(r: &sqlx::any::AnyRow) -> Result<QueuedDelivery, sqlx::Error> {
             String::new()
         }),
         // Stored before bodies were packed.
-        None => r.try_get::<Option<String>, _>("body")?.unwrap_or_default(),
-    };
-    Ok(QueuedDelivery {
-        id,
-        event: r.try_get("event")?,
-        project: r.try_get("project")?,
-        body,
-    })
+        None => text.unwrap_or_default(),
+    }
 }
 
 /// A delivery as `GET /api/v1/deliveries` shows it.
@@ -250,6 +287,11 @@ pub enum StoreError {
     Migrate(#[from] sqlx::migrate::MigrateError),
     #[error("the store stayed busy: no write turn within {} s", SQLITE_BUSY_TIMEOUT.as_secs())]
     Busy,
+    /// The intake's own SQLite connection ([`intake`]).
+    #[error("store error: {0}")]
+    Sqlite(#[from] rusqlite::Error),
+    #[error("the store is closed")]
+    Closed,
 }
 
 /// The database behind hoist.
@@ -259,6 +301,10 @@ pub struct Store {
     backend: Backend,
     /// SQLite's one writer, taken in turn inside the process (see [`Store::begin`]).
     write_turn: Arc<tokio::sync::Mutex<()>>,
+    /// The SQLite store's file (`None` on PostgreSQL and for an in-memory database).
+    sqlite_file: Option<std::path::PathBuf>,
+    /// The worker's direct connection for reading queued deliveries from that file.
+    reader: direct::Reader,
 }
 
 impl Store {
@@ -267,9 +313,14 @@ impl Store {
     pub async fn open(url: &str) -> Result<Store, StoreError> {
         sqlx::any::install_default_drivers();
         let backend = Backend::of_url(url)?;
+        let mut sqlite_file = None;
         let options = match backend {
             // sqlx's SQLite parser validates the URL; its canonical form adds create-if-missing.
             Backend::Sqlite => SqliteConnectOptions::from_str(url).and_then(|o| {
+                let file = o.get_filename();
+                if !file.as_os_str().is_empty() && file != std::path::Path::new(":memory:") {
+                    sqlite_file = Some(file.to_path_buf());
+                }
                 AnyConnectOptions::from_url(&o.create_if_missing(true).to_url_lossy())
             }),
             Backend::Postgres => AnyConnectOptions::from_str(url),
@@ -297,14 +348,47 @@ impl Store {
             .await
             .map_err(|e| StoreError::Open(redact_url_error(&e, url)))?;
         match backend {
-            Backend::Sqlite => sqlx::migrate!("./migrations/sqlite").run(&pool).await?,
+            Backend::Sqlite => {
+                sqlx::migrate!("./migrations/sqlite").run(&pool).await?;
+                // The migrations committed without a sync (`synchronous=NORMAL`).
+                if let Some(file) = &sqlite_file {
+                    direct::sync_wal(&direct::wal_of(file))
+                        .map_err(|e| StoreError::Open(format!("cannot sync the store: {e}")))?;
+                }
+            }
             Backend::Postgres => sqlx::migrate!("./migrations/postgres").run(&pool).await?,
         }
         Ok(Store {
             pool,
             backend,
             write_turn: Arc::new(tokio::sync::Mutex::new(())),
+            sqlite_file,
+            reader: direct::Reader::default(),
         })
+    }
+
+    /// The SQLite store's file, for the intake's own connection ([`intake`]); `None` on
+    /// PostgreSQL and for an in-memory database.
+    pub fn sqlite_file(&self) -> Option<&std::path::Path> {
+        self.sqlite_file.as_deref()
+    }
+
+    /// The SQLite file's write-ahead log, which commits sync ([`Tx::commit`]).
+    pub fn wal(&self) -> Option<std::path::PathBuf> {
+        self.sqlite_file.as_deref().map(direct::wal_of)
+    }
+
+    /// Whether [`Store::close`] was called.
+    pub fn is_closed(&self) -> bool {
+        self.pool.is_closed()
+    }
+
+    /// SQLite's write turn inside the process (see [`Store::begin`]): writers outside the
+    /// pool (the intake's own connection) take it too. Bounded by the busy timeout.
+    pub async fn turn(&self) -> Result<tokio::sync::OwnedMutexGuard<()>, StoreError> {
+        tokio::time::timeout(SQLITE_BUSY_TIMEOUT, self.write_turn.clone().lock_owned())
+            .await
+            .map_err(|_| StoreError::Busy)
     }
 
     /// Whether the store is PostgreSQL (row locks, several replicas) rather than SQLite.
@@ -355,14 +439,18 @@ impl Store {
     }
 
     /// The oldest queued deliveries, in order of arrival.
+    /// On a SQLite file the query runs on a direct connection ([`direct::read_queued`]).
     pub async fn queued(&self, limit: i64) -> Result<Vec<QueuedDelivery>, StoreError> {
-        let rows = sqlx::query(
-            "SELECT d.id, d.event, d.project, b.body, b.packed FROM deliveries d LEFT JOIN delivery_bodies b ON b.delivery_id = d.id
-             WHERE d.state = 'queued' ORDER BY d.id LIMIT $1",
-        )
-        .bind(limit)
-        .fetch_all(&self.pool)
-        .await?;
+        if let Some(file) = &self.sqlite_file {
+            let (reader, file) = (self.reader.clone(), file.clone());
+            return tokio::task::spawn_blocking(move || direct::read_queued(&reader, &file, limit))
+                .await
+                .map_err(|e| StoreError::Open(format!("the store's reader failed: {e}")))?;
+        }
+        let rows = sqlx::query(QUEUED_SQL)
+            .bind(limit)
+            .fetch_all(&self.pool)
+            .await?;
         Ok(rows.iter().map(queued_from).collect::<Result<_, _>>()?)
     }
 
@@ -422,18 +510,17 @@ impl Store {
     pub async fn begin(&self) -> Result<Tx, StoreError> {
         match self.backend {
             Backend::Sqlite => {
-                let turn =
-                    tokio::time::timeout(SQLITE_BUSY_TIMEOUT, self.write_turn.clone().lock_owned())
-                        .await
-                        .map_err(|_| StoreError::Busy)?;
+                let turn = self.turn().await?;
                 Ok(Tx {
                     inner: self.pool.begin_with("BEGIN IMMEDIATE").await?,
-                    _turn: Some(turn),
+                    turn: Some(turn),
+                    wal: self.wal(),
                 })
             }
             Backend::Postgres => Ok(Tx {
                 inner: self.pool.begin().await?,
-                _turn: None,
+                turn: None,
+                wal: None,
             }),
         }
     }
@@ -554,16 +641,20 @@ async fn insert_chunk(
     Ok(out)
 }
 
+/// The summary of a delivery whose key was stored before.
+const DUPLICATE_SUMMARY: &str = "duplicate of an earlier delivery";
+
 async fn insert_duplicate(conn: &mut Conn, d: &NewDelivery) -> Result<Inserted, StoreError> {
     let id: i64 = sqlx::query_scalar(
         "INSERT INTO deliveries (idempotency_key, dedupe_key, event, project, received_at, state, summary)
-         VALUES ($1, NULL, $2, $3, $4, 'duplicate', 'duplicate of an earlier delivery')
+         VALUES ($1, NULL, $2, $3, $4, 'duplicate', $5)
          RETURNING id",
     )
     .bind(&d.idempotency_key)
     .bind(&d.event)
     .bind(&d.project)
     .bind(&d.received_at)
+    .bind(DUPLICATE_SUMMARY)
     .fetch_one(&mut *conn)
     .await?;
     Ok(Inserted {

@@ -460,10 +460,12 @@ impl Store {
     /// Records the intent to send an item: if hoist stops before the answer is recorded, the
     /// next attempt first checks whether GitLab has it.
     pub async fn mark_sending(&self, id: i64) -> Result<(), StoreError> {
+        let mut tx = self.begin().await?;
         sqlx::query("UPDATE outbox SET state = 'sending' WHERE id = $1")
             .bind(id)
-            .execute(self.pool())
+            .execute(&mut *tx)
             .await?;
+        tx.commit().await?;
         Ok(())
     }
 
@@ -474,6 +476,7 @@ impl Store {
         state: &str,
         error: Option<&str>,
     ) -> Result<(), StoreError> {
+        let mut tx = self.begin().await?;
         sqlx::query(
             "UPDATE outbox SET state = $1, error = $2, attempts = attempts + 1,
                  sent_at = CASE WHEN $1 = 'sent' THEN $3 ELSE sent_at END WHERE id = $4",
@@ -482,8 +485,9 @@ impl Store {
         .bind(error)
         .bind(now_text())
         .bind(id)
-        .execute(self.pool())
+        .execute(&mut *tx)
         .await?;
+        tx.commit().await?;
         Ok(())
     }
 }

@@ -1,0 +1,197 @@
+//! SQLite's direct connections (rusqlite, outside sqlx's pool) for the two hot paths:
+//! the intake's writes and the worker's reads of queued deliveries.
+//!
+//! **Reads.** sqlx hands a query's rows one by one from its connection thread to the
+//! async side; for a batch of 256 queued deliveries with their bodies that was a
+//! thread switch per row. [`read_queued`] runs the whole query on a blocking thread.
+//!
+//! **Writes.** Delivery batches are committed without waiting for the disk, then made
+//! durable by one `fdatasync` of the write-ahead log per group of batches. Through the
+//! pool, every intake batch held SQLite's one write lock across its own
+//! fsync, and each batch went to sqlx's connection thread statement by statement, with
+//! SQL built anew for every batch size. Here one connection on a thread of its own
+//! inserts row by row with cached statements, commits with `synchronous=NORMAL` (the
+//! commit writes the log but does not sync it) and gives the lock back at once; the
+//! caller then has the log synced ([`sync_wal`]) off the lock, while the next batch is
+//! already being written, and answers only after that sync. A delivery answered 200 is
+//! on disk as firmly as with `synchronous=FULL`:
+//!
+//! - a commit's frames are in the log file before [`SqliteIntake::insert`] returns, and
+//!   `fdatasync` on any descriptor of a file flushes all its written pages, so a sync
+//!   started after the commit covers them;
+//! - on opening after a power loss, SQLite replays the log up to the first frame whose
+//!   checksum fails: frames synced before a later, torn write still count;
+//! - SQLite itself syncs the log's header when it restarts the log from its start, and
+//!   syncs the log before a checkpoint copies it into the database file, in `NORMAL` as
+//!   in `FULL`; a log that is gone was checkpointed into that file, synced, and removed.
+
+use std::path::{Path, PathBuf};
+
+use rusqlite::{Connection, OptionalExtension, params};
+
+use super::{
+    DUPLICATE_SUMMARY, DeliveryState, Inserted, NewDelivery, QueuedDelivery, StoreError, checkpoint,
+};
+
+/// Opens a direct connection to the (already migrated) store file, set up as the pool's are.
+fn open(path: &Path) -> Result<Connection, StoreError> {
+    let conn = Connection::open(path)?;
+    conn.execute_batch(super::SQLITE_PRAGMAS)?;
+    conn.execute_batch(&format!(
+        "PRAGMA wal_autocheckpoint = {};",
+        checkpoint::WAL_SAFETY_PAGES
+    ))?;
+    Ok(conn)
+}
+
+/// The write-ahead log of the SQLite file at `path`.
+pub fn wal_of(path: &Path) -> PathBuf {
+    let mut wal = path.as_os_str().to_owned();
+    wal.push("-wal");
+    wal.into()
+}
+
+/// A connection for [`read_queued`], kept between batches.
+pub type Reader = std::sync::Arc<std::sync::Mutex<Option<Connection>>>;
+
+/// The oldest queued deliveries of the store file at `path`, on `reader` (opened on first use).
+pub fn read_queued(
+    reader: &Reader,
+    path: &Path,
+    limit: i64,
+) -> Result<Vec<QueuedDelivery>, StoreError> {
+    let mut slot = reader
+        .lock()
+        .map_err(|_| StoreError::Open("the store's reader was poisoned".into()))?;
+    let conn = match &mut *slot {
+        Some(conn) => conn,
+        None => slot.insert(open(path)?),
+    };
+    let result = (|| {
+        let mut query = conn.prepare_cached(super::QUEUED_SQL)?;
+        let rows = query.query_map([limit], |r| {
+            let id = r.get(0)?;
+            Ok(QueuedDelivery {
+                id,
+                event: r.get(1)?,
+                project: r.get(2)?,
+                body: super::stored_body(id, r.get(4)?, r.get(3)?),
+            })
+        })?;
+        rows.collect::<Result<Vec<_>, _>>()
+    })();
+    if result.is_err() {
+        // A failed connection may be broken: the next batch opens another.
+        *slot = None;
+    }
+    Ok(result?)
+}
+
+/// The intake's own connection to the store file.
+pub struct SqliteIntake {
+    conn: Connection,
+    wal: PathBuf,
+}
+
+impl SqliteIntake {
+    /// Opens the intake's connection to the (already migrated) store file at `path`.
+    pub fn open(path: &Path) -> Result<SqliteIntake, StoreError> {
+        Ok(SqliteIntake {
+            conn: open(path)?,
+            wal: wal_of(path),
+        })
+    }
+
+    /// The write-ahead log this connection commits to: what [`sync_wal`] must sync.
+    pub fn wal_path(&self) -> &Path {
+        &self.wal
+    }
+
+    /// Inserts a batch in one transaction and commits it without syncing: the rows are
+    /// durable only once [`sync_wal`] has run after this returns.
+    ///
+    /// Answers in the batch's order. A key already stored, or repeated within the
+    /// batch, makes that copy a `duplicate` row. The caller holds the process's write
+    /// turn ([`super::Store::turn`]).
+    pub fn insert(&mut self, batch: &[&NewDelivery]) -> Result<Vec<Inserted>, StoreError> {
+        let tx = self
+            .conn
+            .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+        let mut out = Vec::with_capacity(batch.len());
+        {
+            let mut first = tx.prepare_cached(
+                "INSERT INTO deliveries (idempotency_key, dedupe_key, event, project, received_at, state)
+                 VALUES (?1, ?1, ?2, ?3, ?4, ?5) ON CONFLICT (dedupe_key) DO NOTHING RETURNING id",
+            )?;
+            let mut copy = tx.prepare_cached(
+                "INSERT INTO deliveries (idempotency_key, dedupe_key, event, project, received_at, state, summary)
+                 VALUES (?1, NULL, ?2, ?3, ?4, 'duplicate', ?5) RETURNING id",
+            )?;
+            let mut body = tx.prepare_cached(
+                "INSERT INTO delivery_bodies (delivery_id, body, packed) VALUES (?1, '', ?2)",
+            )?;
+            for d in batch {
+                let stored: Option<i64> = first
+                    .query_row(
+                        params![
+                            d.idempotency_key,
+                            d.event,
+                            d.project,
+                            d.received_at,
+                            d.state.as_str()
+                        ],
+                        |r| r.get(0),
+                    )
+                    .optional()?;
+                out.push(match stored {
+                    Some(id) => {
+                        body.execute(params![id, d.body.bytes()])?;
+                        Inserted { id, state: d.state }
+                    }
+                    None => Inserted {
+                        id: copy.query_row(
+                            params![
+                                d.idempotency_key,
+                                d.event,
+                                d.project,
+                                d.received_at,
+                                DUPLICATE_SUMMARY
+                            ],
+                            |r| r.get(0),
+                        )?,
+                        state: DeliveryState::Duplicate,
+                    },
+                });
+            }
+        }
+        tx.commit()?;
+        Ok(out)
+    }
+
+    /// The connection's `PRAGMA synchronous` (1 is `NORMAL`), for tests.
+    pub fn synchronous(&self) -> Result<i64, StoreError> {
+        Ok(self
+            .conn
+            .query_row("PRAGMA synchronous", [], |r| r.get(0))?)
+    }
+}
+
+/// Makes every commit that returned before this call durable: `fdatasync` of the log.
+///
+/// The file is opened afresh each time, so a log SQLite removed and made anew is never
+/// missed through a stale descriptor. A missing log was checkpointed into the database
+/// file and removed: that file is synced instead.
+pub fn sync_wal(wal: &Path) -> std::io::Result<()> {
+    match std::fs::OpenOptions::new().write(true).open(wal) {
+        Ok(file) => file.sync_data(),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            let db = wal.to_string_lossy();
+            let db = db.strip_suffix("-wal").unwrap_or(&db);
+            std::fs::OpenOptions::new()
+                .write(true)
+                .open(db)?
+                .sync_data()
+        }
+        Err(e) => Err(e),
+    }
+}
