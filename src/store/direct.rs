@@ -3,7 +3,9 @@
 //!
 //! **Reads.** sqlx hands a query's rows one by one from its connection thread to the
 //! async side; for a batch of 256 queued deliveries with their bodies that was a
-//! thread switch per row. [`read_queued`] runs the whole query on a blocking thread.
+//! thread switch per row. [`read_queued`] runs the whole query on a blocking thread,
+//! and takes the bodies the intake just committed from memory ([`Recent`]) instead of
+//! reading them back and unpacking them.
 //!
 //! **Writes.** Delivery batches are committed without waiting for the disk, then made
 //! durable by one `fdatasync` of the write-ahead log per group of batches. Through the
@@ -25,7 +27,9 @@
 //!   syncs the log before a checkpoint copies it into the database file, in `NORMAL` as
 //!   in `FULL`; a log that is gone was checkpointed into that file, synced, and removed.
 
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
 
 use rusqlite::{Connection, OptionalExtension, params};
 
@@ -52,11 +56,46 @@ pub fn wal_of(path: &Path) -> PathBuf {
 }
 
 /// A connection for [`read_queued`], kept between batches.
-pub type Reader = std::sync::Arc<std::sync::Mutex<Option<Connection>>>;
+pub type Reader = Arc<Mutex<Option<Connection>>>;
 
-/// The oldest queued deliveries of the store file at `path`, on `reader` (opened on first use).
+/// The texts of queued deliveries the intake committed, by id, until the worker takes
+/// them. Only a convenience: the file has every body, and a body not found here is read
+/// from it. Bounded by [`Recent::MAX`] entries (a queue deeper than that is read back).
+#[derive(Default)]
+pub struct Recent(Mutex<HashMap<i64, Arc<str>>>);
+
+impl Recent {
+    /// About 35 MB of 8 KB pipeline hooks; a queue that deep is read back from the file.
+    pub const MAX: usize = 4096;
+
+    /// Keeps the text of committed delivery `id` for the worker.
+    pub fn keep(&self, id: i64, text: Arc<str>) {
+        if let Ok(mut map) = self.0.lock()
+            && map.len() < Recent::MAX
+        {
+            map.insert(id, text);
+        }
+    }
+
+    fn take(&self, id: i64) -> Option<Arc<str>> {
+        self.0.lock().ok()?.remove(&id)
+    }
+
+    /// How many texts are kept.
+    pub fn len(&self) -> usize {
+        self.0.lock().map(|map| map.len()).unwrap_or(0)
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+/// The oldest queued deliveries of the store file at `path`, on `reader` (opened on
+/// first use); their bodies from `recent` where it has them, else from the file.
 pub fn read_queued(
     reader: &Reader,
+    recent: &Recent,
     path: &Path,
     limit: i64,
 ) -> Result<Vec<QueuedDelivery>, StoreError> {
@@ -68,17 +107,34 @@ pub fn read_queued(
         None => slot.insert(open(path)?),
     };
     let result = (|| {
-        let mut query = conn.prepare_cached(super::QUEUED_SQL)?;
-        let rows = query.query_map([limit], |r| {
-            let id = r.get(0)?;
-            Ok(QueuedDelivery {
+        let mut heads = conn.prepare_cached(
+            "SELECT id, event, project FROM deliveries WHERE state = 'queued' ORDER BY id LIMIT ?1",
+        )?;
+        let mut bodies =
+            conn.prepare_cached("SELECT body, packed FROM delivery_bodies WHERE delivery_id = ?1")?;
+        let heads: Vec<(i64, String, String)> = heads
+            .query_map([limit], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?
+            .collect::<Result<_, _>>()?;
+        let mut out = Vec::with_capacity(heads.len());
+        for (id, event, project) in heads {
+            let body = match recent.take(id) {
+                Some(text) => String::from(&*text),
+                None => {
+                    let (text, packed) = bodies
+                        .query_row([id], |r| Ok((r.get(0)?, r.get(1)?)))
+                        .optional()?
+                        .unwrap_or((None, None));
+                    super::stored_body(id, packed, text)
+                }
+            };
+            out.push(QueuedDelivery {
                 id,
-                event: r.get(1)?,
-                project: r.get(2)?,
-                body: super::stored_body(id, r.get(4)?, r.get(3)?),
-            })
-        })?;
-        rows.collect::<Result<Vec<_>, _>>()
+                event,
+                project,
+                body,
+            });
+        }
+        Ok::<_, rusqlite::Error>(out)
     })();
     if result.is_err() {
         // A failed connection may be broken: the next batch opens another.

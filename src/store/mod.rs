@@ -168,6 +168,9 @@ pub struct NewDelivery {
     /// `Queued` for events hoist uses, `Ignored` for the rest.
     pub state: DeliveryState,
     pub body: PackedBody,
+    /// The body as text, when the caller has it: the SQLite intake leaves it for the
+    /// worker ([`direct::Recent`]), which then need not read the body back.
+    pub text: Option<Arc<str>>,
 }
 
 /// A delivery's raw body as the store keeps it: LZ4-compressed (migration 0004).
@@ -305,6 +308,8 @@ pub struct Store {
     sqlite_file: Option<std::path::PathBuf>,
     /// The worker's direct connection for reading queued deliveries from that file.
     reader: direct::Reader,
+    /// Bodies the intake committed, for that reader.
+    recent: Arc<direct::Recent>,
 }
 
 impl Store {
@@ -364,6 +369,7 @@ impl Store {
             write_turn: Arc::new(tokio::sync::Mutex::new(())),
             sqlite_file,
             reader: direct::Reader::default(),
+            recent: Arc::default(),
         })
     }
 
@@ -376,6 +382,11 @@ impl Store {
     /// The SQLite file's write-ahead log, which commits sync ([`Tx::commit`]).
     pub fn wal(&self) -> Option<std::path::PathBuf> {
         self.sqlite_file.as_deref().map(direct::wal_of)
+    }
+
+    /// Where the intake leaves the bodies it committed for the worker ([`direct::Recent`]).
+    pub fn recent(&self) -> &direct::Recent {
+        &self.recent
     }
 
     /// Whether [`Store::close`] was called.
@@ -442,10 +453,12 @@ impl Store {
     /// On a SQLite file the query runs on a direct connection ([`direct::read_queued`]).
     pub async fn queued(&self, limit: i64) -> Result<Vec<QueuedDelivery>, StoreError> {
         if let Some(file) = &self.sqlite_file {
-            let (reader, file) = (self.reader.clone(), file.clone());
-            return tokio::task::spawn_blocking(move || direct::read_queued(&reader, &file, limit))
-                .await
-                .map_err(|e| StoreError::Open(format!("the store's reader failed: {e}")))?;
+            let (reader, recent, file) = (self.reader.clone(), self.recent.clone(), file.clone());
+            return tokio::task::spawn_blocking(move || {
+                direct::read_queued(&reader, &recent, &file, limit)
+            })
+            .await
+            .map_err(|e| StoreError::Open(format!("the store's reader failed: {e}")))?;
         }
         let rows = sqlx::query(QUEUED_SQL)
             .bind(limit)

@@ -77,6 +77,7 @@ fn delivery(key: &str, state: DeliveryState) -> NewDelivery {
         received_at: now_text(),
         state,
         body: PackedBody::pack(&format!("{{\"key\":\"{key}\"}}")),
+        text: None,
     }
 }
 
@@ -1120,4 +1121,40 @@ fn sync_wal_syncs_the_log_or_else_the_database_file() {
     std::fs::remove_file(&db).expect("rm db");
     let err = sync_wal(&wal).expect_err("nothing to sync");
     assert_eq!(err.kind(), std::io::ErrorKind::NotFound);
+}
+
+/// The worker takes a body the intake kept in memory, once; other bodies, and that one
+/// on a second read, come from the file. The memory is bounded.
+#[tokio::test]
+async fn queued_bodies_come_from_memory_when_kept_and_from_the_file_otherwise() {
+    use super::direct::Recent;
+    let db = TestDb::sqlite();
+    let store = open(&db).await;
+    let inserted = store
+        .insert_deliveries(&[
+            &delivery("m-1", DeliveryState::Queued),
+            &delivery("m-2", DeliveryState::Queued),
+        ])
+        .await
+        .expect("insert");
+    store
+        .recent()
+        .keep(inserted[0].id, std::sync::Arc::from("kept in memory"));
+    let bodies = |q: Vec<super::QueuedDelivery>| q.into_iter().map(|d| d.body).collect::<Vec<_>>();
+    assert_eq!(
+        bodies(store.queued(10).await.expect("first read")),
+        ["kept in memory", r#"{"key":"m-2"}"#]
+    );
+    assert!(store.recent().is_empty(), "taken, not copied");
+    assert_eq!(
+        bodies(store.queued(10).await.expect("second read")),
+        [r#"{"key":"m-1"}"#, r#"{"key":"m-2"}"#]
+    );
+    for id in 0..(Recent::MAX as i64 + 10) {
+        store
+            .recent()
+            .keep(1_000_000 + id, std::sync::Arc::from("x"));
+    }
+    assert_eq!(store.recent().len(), Recent::MAX);
+    store.close().await;
 }

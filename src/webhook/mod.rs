@@ -234,6 +234,7 @@ async fn handle(
             DeliveryState::Ignored
         },
         body: PackedBody::pack(body_text),
+        text: used.then(|| Arc::from(body_text)),
     };
     match rx.writer.write(delivery).await {
         Ok(ins) => {

@@ -192,7 +192,13 @@ fn commit(
         None => intake.insert(SqliteIntake::open(file)?),
     };
     let batch: Vec<&NewDelivery> = jobs.iter().map(|j| &j.delivery).collect();
-    conn.insert(&batch)
+    let inserted = conn.insert(&batch)?;
+    for (d, ins) in batch.iter().zip(&inserted) {
+        if let (DeliveryState::Queued, Some(text)) = (ins.state, &d.text) {
+            store.recent().keep(ins.id, text.clone());
+        }
+    }
+    Ok(inserted)
 }
 
 /// Syncs the log once for every batch committed since the last sync, then answers them.
@@ -261,6 +267,7 @@ mod tests {
             received_at: crate::store::now_text(),
             state: DeliveryState::Queued,
             body: PackedBody::pack("{}"),
+            text: None,
         }
     }
 
