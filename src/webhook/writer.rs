@@ -78,7 +78,7 @@ impl Writer {
         (Writer { tx }, handle)
     }
 
-    /// Persists one delivery; returns once it is committed.
+    /// Persists one delivery; returns once it is committed and on disk.
     pub async fn write(&self, delivery: NewDelivery) -> Result<Inserted, WriteError> {
         let (reply, answer) = oneshot::channel();
         self.tx
