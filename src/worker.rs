@@ -144,7 +144,7 @@ async fn process_batch(engine: &Engine, parser: &Parser) -> Result<usize, StoreE
     }
     let (queued, parsed) = parser.parse(queued).await;
     if queued.is_empty() {
-        return Err(StoreError::Open("the parser thread stopped".into()));
+        return Err(StoreError::Failed("the parser thread stopped".into()));
     }
     let mut plans = Vec::with_capacity(queued.len());
     for (d, event) in queued.iter().zip(parsed) {

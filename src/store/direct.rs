@@ -33,18 +33,12 @@ use std::sync::{Arc, Mutex};
 
 use rusqlite::{Connection, OptionalExtension, params};
 
-use super::{
-    DUPLICATE_SUMMARY, DeliveryState, Inserted, NewDelivery, QueuedDelivery, StoreError, checkpoint,
-};
+use super::{DUPLICATE_SUMMARY, DeliveryState, Inserted, NewDelivery, QueuedDelivery, StoreError};
 
 /// Opens a direct connection to the (already migrated) store file, set up as the pool's are.
 fn open(path: &Path) -> Result<Connection, StoreError> {
     let conn = Connection::open(path)?;
-    conn.execute_batch(super::SQLITE_PRAGMAS)?;
-    conn.execute_batch(&format!(
-        "PRAGMA wal_autocheckpoint = {};",
-        checkpoint::WAL_SAFETY_PAGES
-    ))?;
+    conn.execute_batch(&super::sqlite_pragmas())?;
     Ok(conn)
 }
 
@@ -101,7 +95,7 @@ pub fn read_queued(
 ) -> Result<Vec<QueuedDelivery>, StoreError> {
     let mut slot = reader
         .lock()
-        .map_err(|_| StoreError::Open("the store's reader was poisoned".into()))?;
+        .map_err(|_| StoreError::Failed("the store's reader was poisoned".into()))?;
     let conn = match &mut *slot {
         Some(conn) => conn,
         None => slot.insert(open(path)?),

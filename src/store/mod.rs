@@ -112,16 +112,25 @@ impl Backend {
     }
 }
 
-/// How long a writer waits for SQLite's write lock (`busy_timeout` below says the same).
+/// How long a writer waits for SQLite's write lock (its `busy_timeout`, and the write turn).
 const SQLITE_BUSY_TIMEOUT: Duration = Duration::from_secs(10);
 
-/// Per-connection SQLite settings (sqlx's `Any` options are only a URL, so they are set here).
+/// Per-connection SQLite settings, of the pool's connections and the direct ones (sqlx's
+/// `Any` options are only a URL, so they are set here).
 /// busy_timeout first, so switching to WAL waits for a lock instead of failing.
 /// `synchronous=NORMAL`: a commit writes the log without syncing it; every write goes
-/// through [`Store::begin`], whose [`Tx::commit`] syncs the log before it returns, so a
-/// commit (and a delivery answered 200) still survives power loss, not just a crash.
-const SQLITE_PRAGMAS: &str = "PRAGMA busy_timeout = 10000; PRAGMA journal_mode = WAL; \
-     PRAGMA synchronous = NORMAL; PRAGMA foreign_keys = ON;";
+/// through [`Store::begin`], whose [`Tx::commit`] syncs the log before it returns, or
+/// through the intake's connection, whose writer syncs before it answers ([`direct`]), so
+/// a commit (and a delivery answered 200) still survives power loss, not just a crash.
+/// `wal_autocheckpoint`: only a safety net behind the checkpoint task.
+fn sqlite_pragmas() -> String {
+    format!(
+        "PRAGMA busy_timeout = {}; PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL; \
+         PRAGMA foreign_keys = ON; PRAGMA wal_autocheckpoint = {};",
+        SQLITE_BUSY_TIMEOUT.as_millis(),
+        checkpoint::WAL_SAFETY_PAGES
+    )
+}
 
 /// What became of a delivery.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -295,6 +304,9 @@ pub enum StoreError {
     Sqlite(#[from] rusqlite::Error),
     #[error("the store is closed")]
     Closed,
+    /// Around the database rather than in it: syncing the log, a helper thread.
+    #[error("{0}")]
+    Failed(String),
 }
 
 /// The database behind hoist.
@@ -339,12 +351,7 @@ impl Store {
             .after_connect(move |conn, _| {
                 Box::pin(async move {
                     if backend == Backend::Sqlite {
-                        conn.execute(SQLITE_PRAGMAS).await?;
-                        let pages = checkpoint::WAL_SAFETY_PAGES;
-                        conn.execute(sqlx::AssertSqlSafe(format!(
-                            "PRAGMA wal_autocheckpoint = {pages}"
-                        )))
-                        .await?;
+                        conn.execute(sqlx::AssertSqlSafe(sqlite_pragmas())).await?;
                     }
                     Ok(())
                 })
@@ -458,7 +465,7 @@ impl Store {
                 direct::read_queued(&reader, &recent, &file, limit)
             })
             .await
-            .map_err(|e| StoreError::Open(format!("the store's reader failed: {e}")))?;
+            .map_err(|e| StoreError::Failed(format!("the store's reader failed: {e}")))?;
         }
         let rows = sqlx::query(QUEUED_SQL)
             .bind(limit)

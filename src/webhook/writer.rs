@@ -216,7 +216,7 @@ fn sync_loop(
                 }
             }
             Err(e) => {
-                let e = StoreError::Open(format!("cannot sync the write-ahead log: {e}"));
+                let e = StoreError::Failed(format!("cannot sync the write-ahead log: {e}"));
                 for batch in group {
                     refuse(batch.jobs, &e);
                 }
