@@ -200,7 +200,7 @@ mod tests {
             id,
             event: event.to_string(),
             project: "acme/shop".to_string(),
-            body: body.to_string(),
+            body: body.into(),
         }
     }
 

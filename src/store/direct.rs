@@ -112,13 +112,13 @@ pub fn read_queued(
         let mut out = Vec::with_capacity(heads.len());
         for (id, event, project) in heads {
             let body = match recent.take(id) {
-                Some(text) => String::from(&*text),
+                Some(text) => text,
                 None => {
                     let (text, packed) = bodies
                         .query_row([id], |r| Ok((r.get(0)?, r.get(1)?)))
                         .optional()?
                         .unwrap_or((None, None));
-                    super::stored_body(id, packed, text)
+                    super::stored_body(id, packed, text).into()
                 }
             };
             out.push(QueuedDelivery {

@@ -227,7 +227,8 @@ pub struct QueuedDelivery {
     pub id: i64,
     pub event: String,
     pub project: String,
-    pub body: String,
+    /// Shared with the intake's [`direct::Recent`] when it came from there (no copy).
+    pub body: Arc<str>,
 }
 
 /// Deliveries with their bodies, as [`queued_from`] reads them; a `WHERE` clause follows.
@@ -252,7 +253,7 @@ fn queued_from(r: &sqlx::any::AnyRow) -> Result<QueuedDelivery, sqlx::Error> {
         id,
         event: r.try_get("event")?,
         project: r.try_get("project")?,
-        body: stored_body(id, r.try_get("packed")?, r.try_get("body")?),
+        body: stored_body(id, r.try_get("packed")?, r.try_get("body")?).into(),
     })
 }
 

@@ -183,7 +183,7 @@ async fn one_key_twenty_times_at_once_is_one_delivery(db: TestDb) {
     );
     let queued = store.queued(100).await.expect("queued");
     assert_eq!(queued.len(), 1);
-    assert_eq!(queued[0].body, "{\"key\":\"same-key\"}");
+    assert_eq!(&*queued[0].body, "{\"key\":\"same-key\"}");
     let rows = store.deliveries(None, 100).await.expect("deliveries");
     assert_eq!(rows.len(), 20, "every copy is recorded");
     let duplicates = store
@@ -247,7 +247,7 @@ async fn queued_in_order_of_arrival(db: TestDb) {
             .expect("insert");
     }
     let queued = store.queued(10).await.expect("queued");
-    let keys: Vec<_> = queued.iter().map(|q| q.body.as_str()).collect();
+    let keys: Vec<_> = queued.iter().map(|q| &*q.body).collect();
     assert_eq!(
         keys,
         [
@@ -711,7 +711,7 @@ async fn bodies_are_packed_and_unpacked_bodies_still_read(db: TestDb) {
             .expect("body");
     }
     let queued = store.queued(10).await.expect("queued");
-    let bodies: Vec<&str> = queued.iter().map(|q| q.body.as_str()).collect();
+    let bodies: Vec<&str> = queued.iter().map(|q| &*q.body).collect();
     assert_eq!(bodies, [text.as_str(), r#"{"old":true}"#, ""]);
     store.close().await;
 }
@@ -1091,8 +1091,8 @@ async fn sqlite_intake_connection_dedupes_and_the_pool_reads_its_rows() {
     let queued = store.queued(10).await.expect("queued");
     let ids: Vec<i64> = queued.iter().map(|q| q.id).collect();
     assert_eq!(ids, [first[0].id, first[1].id]);
-    assert_eq!(queued[0].body, r#"{"key":"in-a"}"#);
-    assert_eq!(queued[1].body, r#"{"key":"in-b"}"#);
+    assert_eq!(&*queued[0].body, r#"{"key":"in-a"}"#);
+    assert_eq!(&*queued[1].body, r#"{"key":"in-b"}"#);
     let rows = store.deliveries(None, 10).await.expect("deliveries");
     assert_eq!(rows.len(), 5);
     let duplicates: Vec<&str> = rows
@@ -1140,7 +1140,11 @@ async fn queued_bodies_come_from_memory_when_kept_and_from_the_file_otherwise() 
     store
         .recent()
         .keep(inserted[0].id, std::sync::Arc::from("kept in memory"));
-    let bodies = |q: Vec<super::QueuedDelivery>| q.into_iter().map(|d| d.body).collect::<Vec<_>>();
+    let bodies = |q: Vec<super::QueuedDelivery>| {
+        q.into_iter()
+            .map(|d| d.body.to_string())
+            .collect::<Vec<_>>()
+    };
     assert_eq!(
         bodies(store.queued(10).await.expect("first read")),
         ["kept in memory", r#"{"key":"m-2"}"#]
