@@ -5,7 +5,7 @@
 //! processed after restart) or done, never half-handled.
 //!
 //! Parsing the bodies, most of the worker's CPU, runs on a thread of its own at a
-//! lower CPU priority ([`Parser`]): when deliveries flood in, answering GitLab comes
+//! lower CPU priority (`Parser`): when deliveries flood in, answering GitLab comes
 //! first and the queue waits, instead of both slowing down alike.
 
 use std::sync::Arc;

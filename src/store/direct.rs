@@ -75,13 +75,10 @@ impl Recent {
         self.0.lock().ok()?.remove(&id)
     }
 
-    /// How many texts are kept.
-    pub fn len(&self) -> usize {
+    /// How many texts are kept (for tests).
+    #[cfg(test)]
+    pub(crate) fn len(&self) -> usize {
         self.0.lock().map(|map| map.len()).unwrap_or(0)
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
     }
 }
 
@@ -140,21 +137,12 @@ pub fn read_queued(
 /// The intake's own connection to the store file.
 pub struct SqliteIntake {
     conn: Connection,
-    wal: PathBuf,
 }
 
 impl SqliteIntake {
     /// Opens the intake's connection to the (already migrated) store file at `path`.
     pub fn open(path: &Path) -> Result<SqliteIntake, StoreError> {
-        Ok(SqliteIntake {
-            conn: open(path)?,
-            wal: wal_of(path),
-        })
-    }
-
-    /// The write-ahead log this connection commits to: what [`sync_wal`] must sync.
-    pub fn wal_path(&self) -> &Path {
-        &self.wal
+        Ok(SqliteIntake { conn: open(path)? })
     }
 
     /// Inserts a batch in one transaction and commits it without syncing: the rows are

@@ -37,7 +37,7 @@ pub struct Tx {
     inner: sqlx::Transaction<'static, sqlx::Any>,
     turn: Option<tokio::sync::OwnedMutexGuard<()>>,
     /// SQLite's write-ahead log, synced after the commit ([`Tx::commit`]).
-    wal: Option<std::path::PathBuf>,
+    wal: Option<Arc<std::path::Path>>,
 }
 
 impl Tx {
@@ -300,7 +300,7 @@ pub enum StoreError {
     Migrate(#[from] sqlx::migrate::MigrateError),
     #[error("the store stayed busy: no write turn within {} s", SQLITE_BUSY_TIMEOUT.as_secs())]
     Busy,
-    /// The intake's own SQLite connection ([`intake`]).
+    /// The direct SQLite connections ([`direct`]).
     #[error("store error: {0}")]
     Sqlite(#[from] rusqlite::Error),
     #[error("the store is closed")]
@@ -319,6 +319,8 @@ pub struct Store {
     write_turn: Arc<tokio::sync::Mutex<()>>,
     /// The SQLite store's file (`None` on PostgreSQL and for an in-memory database).
     sqlite_file: Option<std::path::PathBuf>,
+    /// Its write-ahead log, which commits sync.
+    wal: Option<Arc<std::path::Path>>,
     /// The worker's direct connection for reading queued deliveries from that file.
     reader: direct::Reader,
     /// Bodies the intake committed, for that reader.
@@ -375,21 +377,22 @@ impl Store {
             pool,
             backend,
             write_turn: Arc::new(tokio::sync::Mutex::new(())),
+            wal: sqlite_file.as_deref().map(|f| Arc::from(direct::wal_of(f))),
             sqlite_file,
             reader: direct::Reader::default(),
             recent: Arc::default(),
         })
     }
 
-    /// The SQLite store's file, for the intake's own connection ([`intake`]); `None` on
+    /// The SQLite store's file, for the direct connections ([`direct`]); `None` on
     /// PostgreSQL and for an in-memory database.
     pub fn sqlite_file(&self) -> Option<&std::path::Path> {
         self.sqlite_file.as_deref()
     }
 
     /// The SQLite file's write-ahead log, which commits sync ([`Tx::commit`]).
-    pub fn wal(&self) -> Option<std::path::PathBuf> {
-        self.sqlite_file.as_deref().map(direct::wal_of)
+    pub fn wal(&self) -> Option<Arc<std::path::Path>> {
+        self.wal.clone()
     }
 
     /// Where the intake leaves the bodies it committed for the worker ([`direct::Recent`]).

@@ -35,10 +35,15 @@ pub enum WriteError {
     Closed,
 }
 
+/// Makes SQLite's log durable: [`sync_wal`], or a stand-in in tests.
+type SyncFn = fn(&std::path::Path) -> std::io::Result<()>;
+
 /// The sending side; cloned into every request handler.
 #[derive(Clone)]
 pub struct Writer {
     tx: mpsc::Sender<Job>,
+    /// Whether a delivery's text is used (`NewDelivery::text`): only by the SQLite writer.
+    keeps_text: bool,
 }
 
 impl Writer {
@@ -52,18 +57,23 @@ impl Writer {
     pub fn spawn_with(
         store: Store,
         committed: Arc<Notify>,
-        sync: fn(&std::path::Path) -> std::io::Result<()>,
+        sync: SyncFn,
     ) -> (Writer, JoinHandle<()>) {
         let (tx, rx) = mpsc::channel(4 * MAX_BATCH);
-        let handle = match store.sqlite_file().map(std::path::Path::to_path_buf) {
-            Some(file) => {
+        let keeps_text = store.sqlite_file().is_some();
+        let sqlite = store
+            .sqlite_file()
+            .map(std::path::Path::to_path_buf)
+            .zip(store.wal());
+        let handle = match sqlite {
+            Some((file, wal)) => {
                 // A thread of its own (not the blocking pool), named for profiles and `top -H`.
                 let runtime = Handle::current();
                 let (done, finished) = oneshot::channel::<()>();
                 let spawned = std::thread::Builder::new()
                     .name("hoist-intake".into())
                     .spawn(move || {
-                        sqlite_loop(store, &file, rx, committed, runtime, sync);
+                        sqlite_loop(store, &file, wal, rx, committed, runtime, sync);
                         let _ = done.send(());
                     });
                 if let Err(e) = spawned {
@@ -75,7 +85,12 @@ impl Writer {
             }
             None => tokio::spawn(write_loop(store, rx, committed)),
         };
-        (Writer { tx }, handle)
+        (Writer { tx, keeps_text }, handle)
+    }
+
+    /// Whether [`Writer::write`] uses a delivery's `text`; when not, leave it `None`.
+    pub fn keeps_text(&self) -> bool {
+        self.keeps_text
     }
 
     /// Persists one delivery; returns once it is committed and on disk.
@@ -117,13 +132,13 @@ struct Committed {
 fn sqlite_loop(
     store: Store,
     file: &std::path::Path,
+    wal: Arc<std::path::Path>,
     mut rx: mpsc::Receiver<Job>,
     committed: Arc<Notify>,
     runtime: Handle,
-    sync: fn(&std::path::Path) -> std::io::Result<()>,
+    sync: SyncFn,
 ) {
     let (to_syncer, syncer_rx) = std_mpsc::channel::<Committed>();
-    let wal = crate::store::direct::wal_of(file);
     let syncer = std::thread::Builder::new()
         .name("hoist-wal-sync".into())
         .spawn(move || sync_loop(&wal, syncer_rx, sync));
@@ -202,11 +217,7 @@ fn commit(
 }
 
 /// Syncs the log once for every batch committed since the last sync, then answers them.
-fn sync_loop(
-    wal: &std::path::Path,
-    rx: std_mpsc::Receiver<Committed>,
-    sync: fn(&std::path::Path) -> std::io::Result<()>,
-) {
+fn sync_loop(wal: &std::path::Path, rx: std_mpsc::Receiver<Committed>, sync: SyncFn) {
     while let Ok(first) = rx.recv() {
         let group: Vec<Committed> = std::iter::once(first).chain(rx.try_iter()).collect();
         match sync(wal) {
@@ -271,9 +282,7 @@ mod tests {
         }
     }
 
-    async fn sqlite_writer(
-        sync: fn(&std::path::Path) -> std::io::Result<()>,
-    ) -> (TestDb, Store, Writer) {
+    async fn sqlite_writer(sync: SyncFn) -> (TestDb, Store, Writer) {
         let db = TestDb::sqlite();
         let store = Store::open(&db.url).await.expect("store");
         let (writer, _task) = Writer::spawn_with(store.clone(), Arc::new(Notify::new()), sync);
