@@ -110,8 +110,8 @@ pub async fn run(engine: Arc<Engine>, committed: Arc<Notify>, mut shutdown: watc
                 }
             }
             // A part batch while deliveries keep coming: let the next one gather for a
-            // moment. Each batch is a transaction with an fsync that the intake's writer
-            // waits behind; under a burst, batches of ~40 every millisecond became
+            // moment. Each batch is a write transaction that the intake's writer waits
+            // behind; under a burst, batches of ~40 every millisecond became
             // batches of hundreds, and the first delivery after a quiet spell is still
             // taken at once (the wait above ends on its commit).
             Ok(n) if n < BATCH as usize => {
