@@ -157,48 +157,43 @@ impl SqliteIntake {
             .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
         let mut out = Vec::with_capacity(batch.len());
         {
+            // No RETURNING: SQLite would gather its rows in a table of their own; the
+            // number of rows changed and the last rowid say the same.
             let mut first = tx.prepare_cached(
                 "INSERT INTO deliveries (idempotency_key, dedupe_key, event, project, received_at, state)
-                 VALUES (?1, ?1, ?2, ?3, ?4, ?5) ON CONFLICT (dedupe_key) DO NOTHING RETURNING id",
+                 VALUES (?1, ?1, ?2, ?3, ?4, ?5) ON CONFLICT (dedupe_key) DO NOTHING",
             )?;
             let mut copy = tx.prepare_cached(
                 "INSERT INTO deliveries (idempotency_key, dedupe_key, event, project, received_at, state, summary)
-                 VALUES (?1, NULL, ?2, ?3, ?4, 'duplicate', ?5) RETURNING id",
+                 VALUES (?1, NULL, ?2, ?3, ?4, 'duplicate', ?5)",
             )?;
             let mut body = tx.prepare_cached(
                 "INSERT INTO delivery_bodies (delivery_id, body, packed) VALUES (?1, '', ?2)",
             )?;
             for d in batch {
-                let stored: Option<i64> = first
-                    .query_row(
-                        params![
-                            d.idempotency_key,
-                            d.event,
-                            d.project,
-                            d.received_at,
-                            d.state.as_str()
-                        ],
-                        |r| r.get(0),
-                    )
-                    .optional()?;
-                out.push(match stored {
-                    Some(id) => {
-                        body.execute(params![id, d.body.bytes()])?;
-                        Inserted { id, state: d.state }
-                    }
-                    None => Inserted {
-                        id: copy.query_row(
-                            params![
-                                d.idempotency_key,
-                                d.event,
-                                d.project,
-                                d.received_at,
-                                DUPLICATE_SUMMARY
-                            ],
-                            |r| r.get(0),
-                        )?,
+                let added = first.execute(params![
+                    d.idempotency_key,
+                    d.event,
+                    d.project,
+                    d.received_at,
+                    d.state.as_str()
+                ])?;
+                out.push(if added == 1 {
+                    let id = tx.last_insert_rowid();
+                    body.execute(params![id, d.body.bytes()])?;
+                    Inserted { id, state: d.state }
+                } else {
+                    copy.execute(params![
+                        d.idempotency_key,
+                        d.event,
+                        d.project,
+                        d.received_at,
+                        DUPLICATE_SUMMARY
+                    ])?;
+                    Inserted {
+                        id: tx.last_insert_rowid(),
                         state: DeliveryState::Duplicate,
-                    },
+                    }
                 });
             }
         }
