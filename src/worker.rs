@@ -204,6 +204,29 @@ mod tests {
         }
     }
 
+    /// A parser thread that dies mid-batch (a panic) fails that batch once, which stays
+    /// queued for the worker's retry; every later batch is parsed on the worker's task.
+    #[tokio::test]
+    async fn a_dead_parser_thread_fails_one_batch_then_the_worker_parses() {
+        let (jobs, inbox) = std_mpsc::channel::<(Vec<QueuedDelivery>, oneshot::Sender<Parsed>)>();
+        let dying = std::thread::spawn(move || {
+            // Takes one batch and ends without answering, as a panicking parse would.
+            let (_batch, _reply) = inbox.recv().expect("a batch");
+        });
+        let parser = Parser { jobs: Some(jobs) };
+        let tag = include_str!("../tests/fixtures/tag_push.json");
+        let (lost, parsed) = parser.parse(vec![queued(1, "Tag Push Hook", tag)]).await;
+        assert!(lost.is_empty() && parsed.is_empty(), "no answer, no batch");
+        dying.join().expect("the thread ended");
+        let (back, parsed) = parser.parse(vec![queued(2, "Tag Push Hook", tag)]).await;
+        assert_eq!(back.iter().map(|d| d.id).collect::<Vec<_>>(), [2]);
+        assert!(
+            matches!(parsed[0], Ok(Event::TagPush(_))),
+            "{:?}",
+            parsed[0]
+        );
+    }
+
     /// The parser thread answers a batch in its order, as `events::parse` would, and runs
     /// at the lower priority.
     #[tokio::test]
