@@ -1,5 +1,10 @@
 //! The `hoist` command line: thin wiring of clap, tracing and the library.
 
+/// jemalloc where it is a dependency (see `Cargo.toml`); elsewhere the system allocator.
+#[cfg(all(target_os = "linux", target_arch = "x86_64"))]
+#[global_allocator]
+static GLOBAL: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
+
 use std::path::PathBuf;
 use std::process::ExitCode;
 
