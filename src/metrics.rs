@@ -5,6 +5,8 @@ use std::sync::atomic::{AtomicI64, Ordering};
 use std::time::Duration;
 
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
 
 static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
 static QUEUE_DEPTH: AtomicI64 = AtomicI64::new(0);
@@ -72,6 +74,39 @@ fn describe() {
     );
 }
 
+/// How often recorded histogram samples are folded into their buckets.
+const UPKEEP_PERIOD: Duration = Duration::from_secs(5);
+
+/// Folds the histograms' recorded samples into their buckets every [`UPKEEP_PERIOD`]
+/// until `stop` turns true (or its sender is gone).
+///
+/// The exporter keeps every recorded sample until an upkeep, which a scrape of
+/// `/metrics` also runs. A recorder made with `build_recorder` has no upkeep task of its
+/// own: without a scraper, memory grew with every webhook answered.
+pub fn spawn_upkeep(stop: watch::Receiver<bool>) -> JoinHandle<()> {
+    let handle = install();
+    every(UPKEEP_PERIOD, stop, move || handle.run_upkeep())
+}
+
+/// Runs `f` every `period` (the first time after one period) until `stop` changes.
+fn every(
+    period: Duration,
+    mut stop: watch::Receiver<bool>,
+    f: impl Fn() + Send + 'static,
+) -> JoinHandle<()> {
+    tokio::spawn(async move {
+        let start = tokio::time::Instant::now() + period;
+        let mut tick = tokio::time::interval_at(start, period);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                _ = tick.tick() => f(),
+                _ = stop.changed() => break,
+            }
+        }
+    })
+}
+
 /// Prometheus text for `/metrics`.
 pub fn render() -> String {
     let handle = install();
@@ -92,13 +127,13 @@ pub fn set_queue_depth(depth: i64) {
     metrics::gauge!("hoist_queue_depth").set(depth as f64);
 }
 
-/// Adds to (or, negative, subtracts from) the queue depth.
 /// Whether a service drifted from hoist's last deploy (1) or not (0).
 pub fn drift(project: &str, env: &str, service: &str, drifted: bool) {
     metrics::gauge!("hoist_drift", "project" => project.to_string(), "env" => env.to_string(), "service" => service.to_string())
         .set(if drifted { 1.0 } else { 0.0 });
 }
 
+/// Adds to (or, negative, subtracts from) the queue depth.
 pub fn queue_changed(delta: i64) {
     let depth = QUEUE_DEPTH.fetch_add(delta, Ordering::Relaxed) + delta;
     metrics::gauge!("hoist_queue_depth").set(depth.max(0) as f64);
@@ -113,4 +148,58 @@ pub fn run_finished(project: &str, env: &str, outcome: &str) {
 /// A run step took `took`.
 pub fn run_step(step: &'static str, took: Duration) {
     metrics::histogram!("hoist_run_step_seconds", "step" => step).record(took.as_secs_f64());
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+    use std::sync::atomic::AtomicUsize;
+
+    use super::*;
+
+    /// The upkeep runs once a period, not before the first one has passed, and ends when
+    /// told to stop.
+    #[tokio::test]
+    async fn upkeep_runs_every_period_until_stopped() {
+        let runs = Arc::new(AtomicUsize::new(0));
+        let (stop, stopped) = watch::channel(false);
+        let counted = runs.clone();
+        let task = every(Duration::from_millis(100), stopped, move || {
+            counted.fetch_add(1, Ordering::SeqCst);
+        });
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        assert_eq!(runs.load(Ordering::SeqCst), 0, "not before one period");
+        tokio::time::sleep(Duration::from_millis(400)).await;
+        let ran = runs.load(Ordering::SeqCst);
+        assert!((2..=4).contains(&ran), "about one run per period: {ran}");
+        stop.send(true).expect("stop");
+        task.await.expect("the task ends");
+        let stopped_at = runs.load(Ordering::SeqCst);
+        tokio::time::sleep(Duration::from_millis(250)).await;
+        assert_eq!(
+            runs.load(Ordering::SeqCst),
+            stopped_at,
+            "none after the stop"
+        );
+    }
+
+    /// Samples recorded before an upkeep are in the next rendering.
+    #[tokio::test]
+    async fn samples_folded_by_the_upkeep_are_rendered() {
+        let handle = install();
+        let count = || {
+            handle
+                .render()
+                .lines()
+                .find_map(|l| l.strip_prefix("hoist_run_step_seconds_count{step=\"upkeep_test\"} "))
+                .and_then(|n| n.parse::<u64>().ok())
+                .unwrap_or(0)
+        };
+        let before = count();
+        for _ in 0..3 {
+            run_step("upkeep_test", Duration::from_millis(1));
+        }
+        handle.run_upkeep();
+        assert_eq!(count(), before + 3);
+    }
 }

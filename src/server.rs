@@ -96,6 +96,7 @@ pub async fn run_with(
         worker_stop.clone(),
     ));
     let checkpoint_task = crate::store::checkpoint::spawn(store.clone(), worker_stop.clone());
+    let upkeep_task = crate::metrics::spawn_upkeep(worker_stop.clone());
     let engine_tasks = engine.spawn(worker_stop);
 
     let docker = match docker_client(&config.docker.host) {
@@ -130,7 +131,11 @@ pub async fn run_with(
     let _ = stop_worker.send(true);
     worker_task.await.context("worker task failed")?;
     // Runs in flight stay `running` in the store and resume at the next start.
-    for task in engine_tasks.into_iter().chain(checkpoint_task) {
+    for task in engine_tasks
+        .into_iter()
+        .chain(checkpoint_task)
+        .chain([upkeep_task])
+    {
         task.await.context("engine task failed")?;
     }
     store.close().await;
