@@ -154,6 +154,11 @@ async fn opens_migrated_and_reopens(db: TestDb) {
         assert_eq!(pragma("synchronous").await, "1", "synchronous=NORMAL");
         assert_eq!(pragma("busy_timeout").await, "10000");
         assert_eq!(pragma("foreign_keys").await, "1");
+        assert_eq!(
+            pragma("page_size").await,
+            super::SQLITE_PAGE_SIZE.to_string(),
+            "a store hoist creates has its page size"
+        );
     }
     store.close().await;
 }
@@ -1100,6 +1105,36 @@ async fn sqlite_intake_connection_dedupes_and_the_pool_reads_its_rows() {
         .map(|r| r.summary.as_deref().unwrap_or(""))
         .collect();
     assert_eq!(duplicates, [super::DUPLICATE_SUMMARY; 2]);
+    store.close().await;
+}
+
+/// A store file made with another page size (an older hoist's 4 KB) keeps it: the
+/// setting only applies to new files, and such a store opens, migrates and takes
+/// deliveries on the intake's connection as before.
+#[tokio::test]
+async fn a_store_made_with_another_page_size_keeps_it_and_works() {
+    let db = TestDb::sqlite();
+    let file = db.url.trim_start_matches("sqlite://").to_string();
+    {
+        let conn = rusqlite::Connection::open(&file).expect("create");
+        conn.execute_batch(
+            "PRAGMA page_size = 4096; PRAGMA journal_mode = WAL; CREATE TABLE t (x);",
+        )
+        .expect("4 KB store");
+    }
+    let store = open(&db).await;
+    let mut intake = super::direct::SqliteIntake::open(Path::new(&file)).expect("intake");
+    let fresh = delivery("old-page-size", DeliveryState::Queued);
+    let inserted = intake.insert(&[&fresh]).expect("insert");
+    assert_eq!(inserted[0].state, DeliveryState::Queued);
+    let page_size: i64 = sqlx::query_scalar("PRAGMA page_size")
+        .fetch_one(store.pool())
+        .await
+        .expect("pragma");
+    assert_eq!(page_size, 4096);
+    let queued = store.queued(10).await.expect("queued");
+    assert_eq!(queued.len(), 1);
+    assert_eq!(&*queued[0].body, "{\"key\":\"old-page-size\"}");
     store.close().await;
 }
 
