@@ -120,8 +120,8 @@ const SQLITE_BUSY_TIMEOUT: Duration = Duration::from_secs(10);
 /// A packed pipeline hook is about 2 KB: a 4 KB page holds one such body row, an 8 KB
 /// page three. With 8 KB pages the log and the checkpoints move slightly more bytes
 /// (each commit rewrites the last page of every small-row index whole) but in fewer,
-/// larger writes: in interleaved runs of the intake benchmark about 6 % less CPU per
-/// delivery (docs/operations.md).
+/// larger writes: 2–8 % less CPU per delivery in interleaved runs of the intake
+/// benchmark (docs/operations.md).
 pub(crate) const SQLITE_PAGE_SIZE: u32 = 8192;
 
 /// Per-connection SQLite settings, of the pool's connections and the direct ones (sqlx's
