@@ -54,31 +54,52 @@ pub type Reader = Arc<Mutex<Option<Connection>>>;
 
 /// The texts of queued deliveries the intake committed, by id, until the worker takes
 /// them. Only a convenience: the file has every body, and a body not found here is read
-/// from it. Bounded by [`Recent::MAX`] entries (a queue deeper than that is read back).
+/// from it. Bounded by [`Recent::MAX`] entries and [`Recent::MAX_BYTES`] of text (a
+/// queue deeper than that is read back).
 #[derive(Default)]
-pub struct Recent(Mutex<HashMap<i64, Arc<str>>>);
+pub struct Recent(Mutex<Kept>);
+
+#[derive(Default)]
+struct Kept {
+    texts: HashMap<i64, Arc<str>>,
+    bytes: usize,
+}
 
 impl Recent {
-    /// About 35 MB of 8 KB pipeline hooks; a queue that deep is read back from the file.
+    /// Entries kept at most: the worker's batches come from the oldest queued.
     pub const MAX: usize = 4096;
+    /// Text kept at most, 32 MiB: about 4,000 pipeline hooks of 8 KB, but only a few
+    /// hooks near GitLab's 25 MiB limit, which would otherwise fill the memory of a small
+    /// machine while the worker lags behind.
+    pub const MAX_BYTES: usize = 32 << 20;
 
-    /// Keeps the text of committed delivery `id` for the worker.
+    /// Keeps the text of committed delivery `id` for the worker, room permitting.
     pub fn keep(&self, id: i64, text: Arc<str>) {
-        if let Ok(mut map) = self.0.lock()
-            && map.len() < Recent::MAX
+        if let Ok(mut kept) = self.0.lock()
+            && kept.texts.len() < Recent::MAX
+            && kept.bytes + text.len() <= Recent::MAX_BYTES
         {
-            map.insert(id, text);
+            kept.bytes += text.len();
+            if let Some(old) = kept.texts.insert(id, text) {
+                kept.bytes -= old.len();
+            }
         }
     }
 
-    fn take(&self, id: i64) -> Option<Arc<str>> {
-        self.0.lock().ok()?.remove(&id)
+    pub(super) fn take(&self, id: i64) -> Option<Arc<str>> {
+        let mut kept = self.0.lock().ok()?;
+        let text = kept.texts.remove(&id)?;
+        kept.bytes -= text.len();
+        Some(text)
     }
 
-    /// How many texts are kept (for tests).
+    /// How many texts are kept, and their bytes (for tests).
     #[cfg(test)]
-    pub(crate) fn len(&self) -> usize {
-        self.0.lock().map(|map| map.len()).unwrap_or(0)
+    pub(crate) fn len(&self) -> (usize, usize) {
+        self.0
+            .lock()
+            .map(|kept| (kept.texts.len(), kept.bytes))
+            .unwrap_or((0, 0))
     }
 }
 

@@ -1183,7 +1183,7 @@ async fn queued_bodies_come_from_memory_when_kept_and_from_the_file_otherwise() 
         bodies(store.queued(10).await.expect("first read")),
         ["kept in memory", r#"{"key":"m-2"}"#]
     );
-    assert_eq!(store.recent().len(), 0, "taken, not copied");
+    assert_eq!(store.recent().len(), (0, 0), "taken, not copied");
     assert_eq!(
         bodies(store.queued(10).await.expect("second read")),
         [r#"{"key":"m-1"}"#, r#"{"key":"m-2"}"#]
@@ -1193,6 +1193,28 @@ async fn queued_bodies_come_from_memory_when_kept_and_from_the_file_otherwise() 
             .recent()
             .keep(1_000_000 + id, std::sync::Arc::from("x"));
     }
-    assert_eq!(store.recent().len(), Recent::MAX);
+    assert_eq!(
+        store.recent().len(),
+        (Recent::MAX, Recent::MAX),
+        "at most MAX entries"
+    );
+    // And at most MAX_BYTES of text: big bodies are read back from the file instead.
+    let recent = Recent::default();
+    let half: std::sync::Arc<str> = "y".repeat(Recent::MAX_BYTES / 2).into();
+    recent.keep(1, half.clone());
+    recent.keep(2, half.clone());
+    recent.keep(3, std::sync::Arc::from("z"));
+    assert_eq!(
+        recent.len(),
+        (2, Recent::MAX_BYTES),
+        "full: the third is not kept"
+    );
+    assert!(recent.take(1).is_some());
+    recent.keep(3, std::sync::Arc::from("z"));
+    assert_eq!(
+        recent.len(),
+        (2, Recent::MAX_BYTES / 2 + 1),
+        "room again once one is taken"
+    );
     store.close().await;
 }
