@@ -5,8 +5,8 @@
 //! it, and every webhook waiting on the batch waits too (the intake's p99 was
 //! made of these 15–100 ms commits). Here a task runs a passive checkpoint (it
 //! never blocks a writer) every `BUSY_PERIOD` while the log grows, backing off
-//! to `IDLE_PERIOD` while it does not. The connections' own automatic checkpoint starts only at
-//! `WAL_SAFETY_PAGES`, should the task ever fall behind.
+//! to `IDLE_PERIOD` while it does not. The connections' own automatic checkpoint
+//! starts only at `WAL_SAFETY_PAGES`, should the task ever fall behind.
 
 use std::time::Duration;
 

@@ -73,12 +73,16 @@ impl Recent {
     /// machine while the worker lags behind.
     pub const MAX_BYTES: usize = 32 << 20;
 
-    /// Keeps the text of committed delivery `id` for the worker, room permitting.
-    pub fn keep(&self, id: i64, text: Arc<str>) {
-        if let Ok(mut kept) = self.0.lock()
-            && kept.texts.len() < Recent::MAX
-            && kept.bytes + text.len() <= Recent::MAX_BYTES
-        {
+    /// Keeps the texts of committed deliveries (id, text) for the worker, room
+    /// permitting; one lock for a whole batch.
+    pub fn keep(&self, texts: impl IntoIterator<Item = (i64, Arc<str>)>) {
+        let Ok(mut kept) = self.0.lock() else {
+            return;
+        };
+        for (id, text) in texts {
+            if kept.texts.len() >= Recent::MAX || kept.bytes + text.len() > Recent::MAX_BYTES {
+                continue;
+            }
             kept.bytes += text.len();
             if let Some(old) = kept.texts.insert(id, text) {
                 kept.bytes -= old.len();
@@ -86,11 +90,18 @@ impl Recent {
         }
     }
 
-    pub(super) fn take(&self, id: i64) -> Option<Arc<str>> {
-        let mut kept = self.0.lock().ok()?;
-        let text = kept.texts.remove(&id)?;
-        kept.bytes -= text.len();
-        Some(text)
+    /// Takes the kept texts of `ids`, in their order (`None` where not kept); one lock.
+    pub(super) fn take(&self, ids: &[i64]) -> Vec<Option<Arc<str>>> {
+        let Ok(mut kept) = self.0.lock() else {
+            return vec![None; ids.len()];
+        };
+        ids.iter()
+            .map(|id| {
+                let text = kept.texts.remove(id)?;
+                kept.bytes -= text.len();
+                Some(text)
+            })
+            .collect()
     }
 
     /// How many texts are kept, and their bytes (for tests).
@@ -127,9 +138,10 @@ pub fn read_queued(
         let heads: Vec<(i64, String, String)> = heads
             .query_map([limit], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?
             .collect::<Result<_, _>>()?;
+        let ids: Vec<i64> = heads.iter().map(|h| h.0).collect();
         let mut out = Vec::with_capacity(heads.len());
-        for (id, event, project) in heads {
-            let body = match recent.take(id) {
+        for ((id, event, project), kept) in heads.into_iter().zip(recent.take(&ids)) {
+            let body = match kept {
                 Some(text) => text,
                 None => {
                     let (text, packed) = bodies

@@ -1173,7 +1173,7 @@ async fn queued_bodies_come_from_memory_when_kept_and_from_the_file_otherwise() 
         .expect("insert");
     store
         .recent()
-        .keep(inserted[0].id, std::sync::Arc::from("kept in memory"));
+        .keep([(inserted[0].id, std::sync::Arc::from("kept in memory"))]);
     let bodies = |q: Vec<super::QueuedDelivery>| {
         q.into_iter()
             .map(|d| d.body.to_string())
@@ -1191,7 +1191,7 @@ async fn queued_bodies_come_from_memory_when_kept_and_from_the_file_otherwise() 
     for id in 0..(Recent::MAX as i64 + 10) {
         store
             .recent()
-            .keep(1_000_000 + id, std::sync::Arc::from("x"));
+            .keep([(1_000_000 + id, std::sync::Arc::from("x"))]);
     }
     assert_eq!(
         store.recent().len(),
@@ -1201,16 +1201,18 @@ async fn queued_bodies_come_from_memory_when_kept_and_from_the_file_otherwise() 
     // And at most MAX_BYTES of text: big bodies are read back from the file instead.
     let recent = Recent::default();
     let half: std::sync::Arc<str> = "y".repeat(Recent::MAX_BYTES / 2).into();
-    recent.keep(1, half.clone());
-    recent.keep(2, half.clone());
-    recent.keep(3, std::sync::Arc::from("z"));
+    recent.keep([
+        (1, half.clone()),
+        (2, half.clone()),
+        (3, std::sync::Arc::from("z")),
+    ]);
     assert_eq!(
         recent.len(),
         (2, Recent::MAX_BYTES),
         "full: the third is not kept"
     );
-    assert!(recent.take(1).is_some());
-    recent.keep(3, std::sync::Arc::from("z"));
+    assert!(recent.take(&[1])[0].is_some());
+    recent.keep([(3, std::sync::Arc::from("z"))]);
     assert_eq!(
         recent.len(),
         (2, Recent::MAX_BYTES / 2 + 1),

@@ -60,11 +60,11 @@ impl Writer {
         sync: SyncFn,
     ) -> (Writer, JoinHandle<()>) {
         let (tx, rx) = mpsc::channel(4 * MAX_BATCH);
-        let keeps_text = store.sqlite_file().is_some();
         let sqlite = store
             .sqlite_file()
             .map(std::path::Path::to_path_buf)
             .zip(store.wal());
+        let keeps_text = sqlite.is_some();
         let handle = match sqlite {
             Some((file, wal)) => {
                 // A thread of its own (not the blocking pool), named for profiles and `top -H`.
@@ -208,11 +208,13 @@ fn commit(
     };
     let batch: Vec<&NewDelivery> = jobs.iter().map(|j| &j.delivery).collect();
     let inserted = conn.insert(&batch)?;
-    for (d, ins) in batch.iter().zip(&inserted) {
-        if let (DeliveryState::Queued, Some(text)) = (ins.state, &d.text) {
-            store.recent().keep(ins.id, text.clone());
-        }
-    }
+    store.recent().keep(
+        batch
+            .iter()
+            .zip(&inserted)
+            .filter(|(_, ins)| ins.state == DeliveryState::Queued)
+            .filter_map(|(d, ins)| Some((ins.id, d.text.clone()?))),
+    );
     Ok(inserted)
 }
 
