@@ -75,7 +75,7 @@ impl Parser {
 fn parse_all(batch: Vec<QueuedDelivery>) -> Parsed {
     let parsed = batch
         .iter()
-        .map(|d| events::parse(&d.event, d.body.as_bytes()))
+        .map(|d| events::parse_text(&d.event, &d.body))
         .collect();
     (batch, parsed)
 }

@@ -167,6 +167,21 @@ const ECHO_MAX: usize = 40;
 
 /// Parses one delivery; never panics, whatever the bytes.
 pub fn parse(x_gitlab_event: &str, body: &[u8]) -> Result<Event, ParseError> {
+    parse_checked(x_gitlab_event, body, None)
+}
+
+/// [`parse`] for a body already known to be text: it is not checked for UTF-8 again
+/// (the worker's bodies are, and the check was a tenth of a pipeline hook's parse).
+pub fn parse_text(x_gitlab_event: &str, body: &str) -> Result<Event, ParseError> {
+    parse_checked(x_gitlab_event, body.as_bytes(), Some(body))
+}
+
+/// [`parse`], with `text` the body when it is already known to be UTF-8.
+fn parse_checked(
+    x_gitlab_event: &str,
+    body: &[u8],
+    text: Option<&str>,
+) -> Result<Event, ParseError> {
     let header = x_gitlab_event.trim();
     let kind = if header.is_empty() {
         probe_object_kind(body)?
@@ -185,10 +200,10 @@ pub fn parse(x_gitlab_event: &str, body: &[u8]) -> Result<Event, ParseError> {
     };
     let header = kind.header().unwrap_or_default();
     Ok(match kind {
-        EventKind::Pipeline => Event::Pipeline(typed(kind, header, body)?),
-        EventKind::TagPush => Event::TagPush(typed(kind, header, body)?),
+        EventKind::Pipeline => Event::Pipeline(typed(kind, header, body, text)?),
+        EventKind::TagPush => Event::TagPush(typed(kind, header, body, text)?),
         EventKind::Note | EventKind::ConfidentialNote => {
-            let mut note: NoteEvent = typed(kind, header, body)?;
+            let mut note: NoteEvent = typed(kind, header, body, text)?;
             let attributes = &note.object_attributes;
             note.confidential = kind == EventKind::ConfidentialNote
                 || note.event_type.as_deref() == Some("confidential_note")
@@ -196,7 +211,7 @@ pub fn parse(x_gitlab_event: &str, body: &[u8]) -> Result<Event, ParseError> {
                 || attributes.confidential;
             Event::Note(note)
         }
-        EventKind::Job => Event::Job(typed(kind, header, body)?),
+        EventKind::Job => Event::Job(typed(kind, header, body, text)?),
         EventKind::Other => Event::Other {
             event: header.to_owned(),
         },
@@ -224,6 +239,7 @@ fn typed<T: DeserializeOwned + ObjectKind>(
     kind: EventKind,
     header: &str,
     body: &[u8],
+    text: Option<&str>,
 ) -> Result<T, ParseError> {
     // serde would read a JSON array into a struct field by field: only an object is a payload.
     if body.iter().find(|b| !b.is_ascii_whitespace()) != Some(&b'{') {
@@ -240,8 +256,8 @@ fn typed<T: DeserializeOwned + ObjectKind>(
         object_kind: echo(found),
     };
     // The happy path parses plainly; only a failure is parsed again to learn the field's path.
-    // From text once checked whole, serde skips checking each string again.
-    let plain = match std::str::from_utf8(body) {
+    // From text checked whole (once), serde skips checking each string again.
+    let plain = match text.map_or_else(|| std::str::from_utf8(body), Ok) {
         Ok(text) => serde_json::from_str::<T>(text),
         Err(_) => serde_json::from_slice::<T>(body),
     };
