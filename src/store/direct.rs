@@ -31,7 +31,7 @@ use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
-use rusqlite::{Connection, OptionalExtension, params};
+use rusqlite::{Connection, params};
 
 use super::{DUPLICATE_SUMMARY, DeliveryState, Inserted, NewDelivery, QueuedDelivery, StoreError};
 
@@ -133,21 +133,24 @@ pub fn read_queued(
         let mut heads = conn.prepare_cached(
             "SELECT id, event, project FROM deliveries WHERE state = 'queued' ORDER BY id LIMIT ?1",
         )?;
-        let mut bodies =
-            conn.prepare_cached("SELECT body, packed FROM delivery_bodies WHERE delivery_id = ?1")?;
         let heads: Vec<(i64, String, String)> = heads
             .query_map([limit], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?
             .collect::<Result<_, _>>()?;
         let ids: Vec<i64> = heads.iter().map(|h| h.0).collect();
+        let kept = recent.take(&ids);
+        let missing: Vec<i64> = ids
+            .iter()
+            .zip(&kept)
+            .filter(|(_, text)| text.is_none())
+            .map(|(id, _)| *id)
+            .collect();
+        let mut read = read_bodies(conn, &missing)?;
         let mut out = Vec::with_capacity(heads.len());
-        for ((id, event, project), kept) in heads.into_iter().zip(recent.take(&ids)) {
+        for ((id, event, project), kept) in heads.into_iter().zip(kept) {
             let body = match kept {
                 Some(text) => text,
                 None => {
-                    let (text, packed) = bodies
-                        .query_row([id], |r| Ok((r.get(0)?, r.get(1)?)))
-                        .optional()?
-                        .unwrap_or((None, None));
+                    let (text, packed) = read.remove(&id).unwrap_or((None, None));
                     super::stored_body(id, packed, text).into()
                 }
             };
@@ -165,6 +168,40 @@ pub fn read_queued(
         *slot = None;
     }
     Ok(result?)
+}
+
+/// How many bodies [`read_bodies`] asks for in one query.
+const BODIES_PER_QUERY: usize = 64;
+
+/// `SELECT … WHERE delivery_id IN (?1, …, ?64)`: one statement, prepared once, for every
+/// chunk (a short chunk repeats its first id).
+static BODIES_SQL: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
+    let marks: Vec<String> = (1..=BODIES_PER_QUERY).map(|i| format!("?{i}")).collect();
+    format!(
+        "SELECT delivery_id, body, packed FROM delivery_bodies WHERE delivery_id IN ({})",
+        marks.join(", ")
+    )
+});
+
+/// A stored body as read: its text (rows from before packing) and its packed bytes.
+type StoredBody = (Option<String>, Option<Vec<u8>>);
+
+/// The stored bodies of `ids`, [`BODIES_PER_QUERY`] to a query (a backlog the intake did
+/// not keep in memory, or one left from before a restart, was read one query per body).
+fn read_bodies(conn: &Connection, ids: &[i64]) -> rusqlite::Result<HashMap<i64, StoredBody>> {
+    let mut out = HashMap::with_capacity(ids.len());
+    if ids.is_empty() {
+        return Ok(out);
+    }
+    let mut query = conn.prepare_cached(&BODIES_SQL)?;
+    for chunk in ids.chunks(BODIES_PER_QUERY) {
+        let padded = (0..BODIES_PER_QUERY).map(|i| chunk.get(i).unwrap_or(&chunk[0]));
+        let mut rows = query.query(rusqlite::params_from_iter(padded))?;
+        while let Some(row) = rows.next()? {
+            out.insert(row.get(0)?, (row.get(1)?, row.get(2)?));
+        }
+    }
+    Ok(out)
 }
 
 /// The intake's own connection to the store file.

@@ -1220,3 +1220,44 @@ async fn queued_bodies_come_from_memory_when_kept_and_from_the_file_otherwise() 
     );
     store.close().await;
 }
+
+/// A backlog not kept in memory (here 150 deliveries, more than two queries' worth) is
+/// read back in its order, each delivery with its own body, mixed with bodies that were
+/// kept; a short last query repeats an id and reads nothing twice.
+#[tokio::test]
+async fn a_backlog_not_kept_in_memory_is_read_back_in_order() {
+    let db = TestDb::sqlite();
+    let store = open(&db).await;
+    // Zero-padded: the pool inserts a batch in key order, so ids follow the keys.
+    let keys: Vec<String> = (0..150).map(|i| format!("backlog-{i:03}")).collect();
+    let batch: Vec<NewDelivery> = keys
+        .iter()
+        .map(|k| delivery(k, DeliveryState::Queued))
+        .collect();
+    let inserted = store
+        .insert_deliveries(&batch.iter().collect::<Vec<_>>())
+        .await
+        .expect("insert");
+    // Every tenth one was kept by the intake.
+    store.recent().keep(
+        inserted
+            .iter()
+            .step_by(10)
+            .map(|ins| (ins.id, std::sync::Arc::from(format!("kept {}", ins.id)))),
+    );
+    let queued = store.queued(200).await.expect("read");
+    assert_eq!(
+        queued.iter().map(|d| d.id).collect::<Vec<_>>(),
+        inserted.iter().map(|i| i.id).collect::<Vec<_>>(),
+        "in order of arrival"
+    );
+    for (i, (d, key)) in queued.iter().zip(&keys).enumerate() {
+        let expected = if i % 10 == 0 {
+            format!("kept {}", d.id)
+        } else {
+            format!("{{\"key\":\"{key}\"}}")
+        };
+        assert_eq!(&*d.body, expected, "delivery {i}");
+    }
+    store.close().await;
+}
