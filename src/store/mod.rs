@@ -581,7 +581,8 @@ struct Params {
 impl Params {
     fn of(conn: &Conn) -> Params {
         Params {
-            numbered: conn.backend_name() != "SQLite",
+            // sqlx's own name for its SQLite driver, not a string of ours.
+            numbered: conn.backend_name() != <sqlx::Sqlite as sqlx::Database>::NAME,
             next: 0,
         }
     }
