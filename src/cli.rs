@@ -188,7 +188,20 @@ pub async fn history(
     limit: i64,
     json: bool,
 ) -> Result<(), CliError> {
+    let file = Config::path_from(flag.clone());
     let config = load(flag)?;
+    // A read must not leave an empty store behind (run from the wrong directory, a
+    // relative `sqlite://hoist.db` names a file that is not the server's).
+    if let Some(db) = Store::sqlite_file_of(config.store.url.expose())
+        && !db.exists()
+    {
+        return Err(CliError::Config(format!(
+            "{}: store.url: there is no store at {}; hoist serve creates it (is this the \
+             server's config, run from the server's directory?)",
+            file.display(),
+            db.display()
+        )));
+    }
     let store = Store::open(config.store.url.expose())
         .await
         .map_err(|e| CliError::Failed(format!("cannot open the store: {e}")))?;

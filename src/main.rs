@@ -48,6 +48,7 @@ enum Command {
         offline: bool,
     },
     /// Ask the running server to deploy (the same path as `/deploy`).
+    #[command(group(clap::ArgGroup::new("what").required(true)))]
     Deploy {
         #[arg(long)]
         config: Option<PathBuf>,

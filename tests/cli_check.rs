@@ -1,4 +1,5 @@
-//! `hoist check --offline`: exit 0 for a valid file, 2 with `FILE: key: reason` otherwise.
+//! `hoist check --offline`: exit 0 for a valid file, 2 with `FILE: key: reason` otherwise;
+//! and the other commands' usage errors, which exit 2 before doing anything.
 
 mod support;
 
@@ -81,4 +82,65 @@ fn hoist_config_names_the_file_when_config_is_absent() {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
+}
+
+#[test]
+fn hoist_deploy_without_a_tag_mr_or_pipeline_is_a_usage_error() {
+    let out = Command::new(env!("CARGO_BIN_EXE_hoist"))
+        .args(["deploy", "--project", "acme/shop", "--env", "staging"])
+        .env_clear()
+        .output()
+        .expect("run");
+    support::capture::capture_output(&out);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(
+        stderr.contains("--tag") && stderr.contains("--mr") && stderr.contains("--pipeline"),
+        "names what is missing: {stderr}"
+    );
+    let out = Command::new(env!("CARGO_BIN_EXE_hoist"))
+        .args([
+            "deploy",
+            "--project",
+            "p",
+            "--env",
+            "e",
+            "--tag",
+            "v1",
+            "--mr",
+            "3",
+        ])
+        .env_clear()
+        .output()
+        .expect("run");
+    assert_eq!(out.status.code(), Some(2), "two targets at once");
+}
+
+/// `hoist history` run with a config whose SQLite store does not exist (the wrong
+/// directory, a relative path) says so and exits 2, leaving no empty store behind.
+#[test]
+fn hoist_history_without_a_store_says_so_and_creates_none() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("hoist.toml");
+    std::fs::write(
+        &path,
+        "[gitlab]\nurl = \"http://x\"\ntoken = \"env:T\"\n[store]\nurl = \"sqlite://hoist.db\"\n",
+    )
+    .expect("write");
+    let out = Command::new(env!("CARGO_BIN_EXE_hoist"))
+        .args(["history", "--config"])
+        .arg(&path)
+        .env_clear()
+        .env("T", "t")
+        .current_dir(dir.path())
+        .output()
+        .expect("run");
+    support::capture::capture_output(&out);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(
+        stderr.contains("store.url") && stderr.contains("no store at hoist.db"),
+        "{stderr}"
+    );
+    assert!(!dir.path().join("hoist.db").exists(), "no store was made");
 }

@@ -295,6 +295,7 @@ fn hoist_cli(story: &Story, args: &[&str]) -> std::process::Output {
         .arg(&story.config_path)
         .env("GL", support::GITLAB_TOKEN)
         .env("WH", support::TOKEN)
+        .env("API", support::API_TOKEN)
         .output()
         .expect("run hoist");
     support::capture::capture_output(&out);
@@ -303,7 +304,16 @@ fn hoist_cli(story: &Story, args: &[&str]) -> std::process::Output {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn hoist_deploy_waits_for_the_run_and_history_lists_it() {
-    let Some(story) = Story::start("cli").await else {
+    use story_support::Setup;
+    let Some(story) = Story::start_with(
+        "cli",
+        Setup {
+            api_token: true,
+            ..Setup::default()
+        },
+    )
+    .await
+    else {
         return;
     };
     let world = &story.world;
@@ -332,6 +342,8 @@ async fn hoist_deploy_waits_for_the_run_and_history_lists_it() {
             .arg(config)
             .env("GL", support::GITLAB_TOKEN)
             .env("WH", support::TOKEN)
+            .env("API", support::API_TOKEN)
+            .env("API", support::API_TOKEN)
             .output()
     })
     .await
@@ -384,6 +396,36 @@ async fn hoist_deploy_waits_for_the_run_and_history_lists_it() {
     );
     assert_eq!(out.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&out.stderr).contains("no environment nope"));
+
+    // `--mr` deploys the merge request's head again; the run's ref is its branch, as
+    // for `/deploy` on the merge request.
+    let iid = mr.iid.to_string();
+    let out = hoist_cli(
+        &story,
+        &[
+            "deploy",
+            "--project",
+            "acme/shop",
+            "--env",
+            "staging",
+            "--mr",
+            &iid,
+            "--wait",
+        ],
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let out = hoist_cli(&story, &["history", "--json", "--env", "staging"]);
+    let runs: Vec<serde_json::Value> = serde_json::from_slice(&out.stdout).expect("history JSON");
+    assert_eq!(runs.len(), 2, "a second run: {runs:#?}");
+    assert_eq!(
+        (runs[0]["ref"].as_str(), runs[0]["state"].as_str()),
+        (Some("feature-cli"), Some("succeeded")),
+        "{runs:#?}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

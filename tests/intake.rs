@@ -369,6 +369,52 @@ async fn api_token_guards_api_metrics_and_dashboard_but_not_health_or_hooks() {
     hoist.assert_no_secrets();
 }
 
+/// Deploys are never open: without `api_token` the deploy API answers 403 (GitLab must
+/// reach hoist, so whoever reaches the webhook would reach it too); with one, a request
+/// needs the bearer.
+#[tokio::test]
+async fn the_deploy_api_needs_api_token() {
+    // An environment acme/shop does not have: past the gate, a quick 400 (no GitLab call).
+    let request = r#"{"project":"acme/shop","env":"nope","tag":"v1.0.0"}"#;
+    let post = |hoist: &Hoist, bearer: Option<&'static str>| {
+        let mut req = hoist
+            .client
+            .post(hoist.url("/api/v1/deploys"))
+            .header("content-type", "application/json")
+            .body(request);
+        if let Some(b) = bearer {
+            req = req.bearer_auth(b);
+        }
+        async move {
+            let resp = req.send().await.expect("post deploy");
+            let status = resp.status().as_u16();
+            (status, resp.text().await.unwrap_or_default())
+        }
+    };
+    let open = Hoist::start(Options::default()).await;
+    let (status, text) = post(&open, None).await;
+    assert_eq!(status, 403, "{text}");
+    assert!(
+        text.contains("server.api_token"),
+        "says how to turn it on: {text}"
+    );
+    let (status, _) = post(&open, Some(API_TOKEN)).await;
+    assert_eq!(status, 403, "a bearer does not open it either");
+    assert!(open.deliveries("").await.is_empty());
+
+    let guarded = Hoist::start(Options {
+        api_token: true,
+        ..Options::default()
+    })
+    .await;
+    assert_eq!(post(&guarded, None).await.0, 401);
+    assert_eq!(post(&guarded, Some("nope")).await.0, 401);
+    let (status, text) = post(&guarded, Some(API_TOKEN)).await;
+    assert_eq!(status, 400, "{text}");
+    assert!(text.contains("no environment nope"), "{text}");
+    guarded.assert_no_secrets();
+}
+
 /// Sends deliveries from several connections, SIGKILLs hoist while they arrive, restarts it,
 /// and checks every delivery answered 200 is stored and processed exactly once.
 #[tokio::test]

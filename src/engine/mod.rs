@@ -359,7 +359,12 @@ impl Engine {
                     run.error = Some("merge requests from forks cannot deploy".into());
                 }
                 run.sha = mr.sha.as_str().to_string();
-                run.ref_name = format!("!{iid}");
+                // The branch, as for `/deploy` on the merge request; `!IID` if GitLab gave none.
+                run.ref_name = if mr.source_branch.is_empty() {
+                    format!("!{iid}")
+                } else {
+                    mr.source_branch.clone()
+                };
                 run.pipeline_id = mr
                     .head_pipeline_id
                     .and_then(|p| i64::try_from(p.get()).ok());

@@ -184,6 +184,8 @@ struct RawMergeRequest {
     web_url: Option<String>,
     #[serde(default)]
     state: Option<String>,
+    #[serde(default)]
+    source_branch: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -471,6 +473,7 @@ impl GitLab for HttpClient {
             head_pipeline_id: m.head_pipeline.map(|h| PipelineId(h.id)),
             web_url: m.web_url.unwrap_or_default(),
             state: m.state.unwrap_or_default(),
+            source_branch: m.source_branch.unwrap_or_default(),
         })
     }
 

@@ -147,6 +147,8 @@ pub struct MergeRequest {
     pub web_url: String,
     /// `opened`, `closed`, `merged`, `locked`.
     pub state: String,
+    /// The branch the merge request brings in.
+    pub source_branch: String,
 }
 
 impl MergeRequest {

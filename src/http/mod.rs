@@ -189,6 +189,15 @@ async fn run(
 }
 
 async fn deploys(State(state): State<Arc<AppState>>, body: axum::body::Bytes) -> Response {
+    // Deploys are never open to whoever reaches the port (GitLab must reach the webhook,
+    // so hoist is often on the internet): without `api_token` the endpoint is off.
+    if state.config.server.api_token.is_none() {
+        return (
+            StatusCode::FORBIDDEN,
+            "the deploy API is off: set server.api_token in hoist.toml (hoist deploy sends it)\n",
+        )
+            .into_response();
+    }
     let Some(engine) = &state.engine else {
         return (
             StatusCode::SERVICE_UNAVAILABLE,

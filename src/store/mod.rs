@@ -341,17 +341,24 @@ pub struct Store {
 impl Store {
     /// Opens and migrates the store at `url`: `sqlite://PATH` (created if missing) or
     /// `postgres://USER:PASSWORD@HOST[:PORT]/DATABASE` (the database must exist).
+    /// The file a `sqlite:` store URL names (None for PostgreSQL, memory, or a bad URL).
+    pub fn sqlite_file_of(url: &str) -> Option<std::path::PathBuf> {
+        if Backend::of_url(url).ok()? != Backend::Sqlite {
+            return None;
+        }
+        let options = SqliteConnectOptions::from_str(url).ok()?;
+        let file = options.get_filename();
+        (!file.as_os_str().is_empty() && file != std::path::Path::new(":memory:"))
+            .then(|| file.to_path_buf())
+    }
+
     pub async fn open(url: &str) -> Result<Store, StoreError> {
         sqlx::any::install_default_drivers();
         let backend = Backend::of_url(url)?;
-        let mut sqlite_file = None;
+        let sqlite_file = Store::sqlite_file_of(url);
         let options = match backend {
             // sqlx's SQLite parser validates the URL; its canonical form adds create-if-missing.
             Backend::Sqlite => SqliteConnectOptions::from_str(url).and_then(|o| {
-                let file = o.get_filename();
-                if !file.as_os_str().is_empty() && file != std::path::Path::new(":memory:") {
-                    sqlite_file = Some(file.to_path_buf());
-                }
                 AnyConnectOptions::from_url(&o.create_if_missing(true).to_url_lossy())
             }),
             Backend::Postgres => AnyConnectOptions::from_str(url),

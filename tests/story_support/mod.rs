@@ -25,6 +25,7 @@ impl SecretSource for Secrets {
         match name {
             "GL" => Some(support::GITLAB_TOKEN.to_string()),
             "WH" => Some(support::TOKEN.to_string()),
+            "API" => Some(support::API_TOKEN.to_string()),
             _ => None,
         }
     }
@@ -74,6 +75,9 @@ pub struct Setup {
     pub postgres: bool,
     /// Binaries sharing the store behind a round-robin balancer (with `binary`; leases of 2 s).
     pub replicas: usize,
+    /// `server.api_token` is set (`env:API`, [`support::API_TOKEN`]): the story's client
+    /// sends it, and `hoist deploy` may be used.
+    pub api_token: bool,
 }
 
 impl Story {
@@ -128,6 +132,7 @@ impl Story {
             gitlab_down_for,
             postgres,
             replicas,
+            api_token,
         } = setup;
         let replicas = replicas.max(1);
         let mut env = test_env()?;
@@ -157,6 +162,7 @@ impl Story {
 [server]
 listen = "127.0.0.1:{port}"
 public_url = "http://127.0.0.1:{port}"
+{api}
 [store]
 url = "{store}"
 [gitlab]
@@ -191,6 +197,11 @@ webhook_token = "env:WH"
     [projects.environments.services.create]
     replicas = 1
 "#,
+            api = if api_token {
+                "api_token = \"env:API\""
+            } else {
+                ""
+            },
             store = db.url,
             gitlab = world.url(),
             docker = env.docker_host,
@@ -297,8 +308,17 @@ webhook_token = "env:WH"
                 }
             }),
         );
+        // The bearer goes with every request; hoist without `api_token` does not read it.
+        let mut headers = reqwest::header::HeaderMap::new();
+        headers.insert(
+            reqwest::header::AUTHORIZATION,
+            format!("Bearer {}", support::API_TOKEN)
+                .parse()
+                .expect("header"),
+        );
         let client = reqwest::Client::builder()
             .no_proxy()
+            .default_headers(headers)
             .build()
             .expect("client");
         let mut story = Story {
@@ -361,6 +381,7 @@ webhook_token = "env:WH"
                 .arg(config)
                 .env("GL", support::GITLAB_TOKEN)
                 .env("WH", support::TOKEN)
+                .env("API", support::API_TOKEN)
                 .env("RUST_LOG", "hoist=debug")
                 .stdout(log.try_clone().expect("log"))
                 .stderr(log)
