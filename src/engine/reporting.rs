@@ -87,26 +87,37 @@ pub fn env_status(
 ) -> Option<EnvStatus> {
     let env = project.environments.iter().find(|e| e.name == env_name)?;
     let live = match live {
-        Some(run) => env
-            .services
-            .iter()
-            .map(|s| LiveService {
-                name: s.name.clone(),
-                image: s.image.clone(),
-                tag: run
-                    .image
-                    .as_deref()
-                    .and_then(|i| i.rsplit_once(':'))
-                    .map(|(_, t)| t.to_string())
-                    .unwrap_or_default(),
-                digest: run.digest.clone(),
-                since: run
-                    .finished_at
-                    .as_deref()
-                    .and_then(|t| crate::events::Timestamp::parse(t).utc()),
-                drift: drift(&s.name),
-            })
-            .collect(),
+        Some(run) => {
+            let values = crate::config::TagValues {
+                tag: run.tag.as_deref(),
+                sha: &run.sha,
+                ref_name: &run.ref_name,
+                pipeline_id: run.pipeline_id.and_then(|p| u64::try_from(p).ok()),
+            };
+            env.services
+                .iter()
+                .enumerate()
+                .map(|(i, s)| {
+                    // Each service's own tag template, as the run's verify step rendered it.
+                    let tag = crate::config::render_tag(&s.tag, &values).unwrap_or_default();
+                    // The run records one image and digest, its first service's: another
+                    // service shows that digest only when it runs the very same image.
+                    let same_image =
+                        i == 0 || run.image.as_deref() == Some(&format!("{}:{tag}", s.image));
+                    LiveService {
+                        name: s.name.clone(),
+                        image: s.image.clone(),
+                        tag,
+                        digest: run.digest.clone().filter(|_| same_image),
+                        since: run
+                            .finished_at
+                            .as_deref()
+                            .and_then(|t| crate::events::Timestamp::parse(t).utc()),
+                        drift: drift(&s.name),
+                    }
+                })
+                .collect()
+        }
         None => Vec::new(),
     };
     Some(EnvStatus {
@@ -119,4 +130,93 @@ pub fn env_status(
             .map(summary_of),
         recent: recent.iter().map(summary_of).collect(),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::{Config, SecretSource};
+
+    struct Secrets;
+
+    impl SecretSource for Secrets {
+        fn env(&self, name: &str) -> Option<String> {
+            ["T", "W"].contains(&name).then(|| "t".into())
+        }
+        fn file(&self, _: &std::path::Path) -> std::io::Result<String> {
+            Ok("t".into())
+        }
+    }
+
+    fn run(image: &str, digest: &str) -> RunRow {
+        RunRow {
+            id: 7,
+            project: "acme/shop".into(),
+            env: "production".into(),
+            trigger: "tag".into(),
+            requested_by: None,
+            requester_id: None,
+            ref_name: "v1.2.0".into(),
+            sha: "0123456789abcdef0123456789abcdef01234567".into(),
+            tag: Some("v1.2.0".into()),
+            pipeline_id: Some(42),
+            mr_iid: None,
+            note_id: None,
+            state: runs::SUCCEEDED.into(),
+            steps: Vec::new(),
+            image: Some(image.into()),
+            digest: Some(digest.into()),
+            error: None,
+            owner: None,
+            created_at: "2026-12-07T10:00:00Z".into(),
+            started_at: None,
+            finished_at: Some("2026-12-07T10:01:00Z".into()),
+        }
+    }
+
+    /// `/deploy status` shows each service with its own tag template: the web service
+    /// runs `v1.2.0`, the worker `v1.2.0-0123456`, and only the service whose image the run
+    /// recorded shows its digest.
+    #[test]
+    fn each_live_service_shows_its_own_tag() {
+        let text = r#"
+[gitlab]
+url = "http://gitlab.example"
+token = "env:T"
+[[projects]]
+path = "acme/shop"
+webhook_token = "env:W"
+  [[projects.environments]]
+  name = "production"
+  policy = "tag"
+  tag_pattern = "v*"
+    [[projects.environments.services]]
+    name = "web"
+    image = "registry.example/acme/web"
+    platforms = ["linux/amd64"]
+    [[projects.environments.services]]
+    name = "worker"
+    image = "registry.example/acme/worker"
+    platforms = ["linux/amd64"]
+    tag = "{tag}-{short_sha}"
+"#;
+        let config =
+            Config::parse(std::path::Path::new("hoist.toml"), text, &Secrets).expect("config");
+        let project = &config.projects[0];
+        let run = run("registry.example/acme/web:v1.2.0", "sha256:aaaa");
+        let status =
+            env_status(project, "production", Some(&run), &[], &|_| None).expect("the environment");
+        let live: Vec<(&str, &str, Option<&str>)> = status
+            .live
+            .iter()
+            .map(|s| (s.name.as_str(), s.tag.as_str(), s.digest.as_deref()))
+            .collect();
+        assert_eq!(
+            live,
+            [
+                ("web", "v1.2.0", Some("sha256:aaaa")),
+                ("worker", "v1.2.0-01234567", None)
+            ]
+        );
+    }
 }
