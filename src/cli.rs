@@ -159,6 +159,7 @@ fn run_from_json(v: &serde_json::Value) -> Option<RunRow> {
         pipeline_id: v["pipeline_id"].as_i64(),
         mr_iid: v["mr_iid"].as_i64(),
         note_id: v["note_id"].as_i64(),
+        reply_internal: false,
         state: s("state")?,
         steps,
         image: s("image"),

@@ -104,7 +104,7 @@ pub fn ssl_verification(url: &str) -> bool {
     !url.to_ascii_lowercase().starts_with("http://")
 }
 
-/// What `hook install` sends for `project`: the four events, its token and signing token.
+/// What `hook install` sends for `project`: the five events, its token and signing token.
 pub fn spec_for(project: &ProjectConfig, url: &str) -> HookSpec {
     HookSpec {
         token: project.webhook_token.clone(),
@@ -218,6 +218,11 @@ fn changes(hook: &Hook, spec: &HookSpec) -> Vec<Change> {
             spec.tag_push_events,
         ),
         ("note events", hook.note_events, spec.note_events),
+        (
+            "internal note events",
+            hook.confidential_note_events,
+            spec.confidential_note_events,
+        ),
         ("job events", hook.job_events, spec.job_events),
         (
             "SSL verification",
@@ -318,6 +323,7 @@ fn events(spec: &HookSpec) -> String {
         ("pipeline", spec.pipeline_events),
         ("tag push", spec.tag_push_events),
         ("note", spec.note_events),
+        ("internal note", spec.confidential_note_events),
         ("job", spec.job_events),
     ]
     .iter()
@@ -559,6 +565,7 @@ pub fn describe(project: &str, public_url: &str, hooks: &[Hook]) -> Result<Strin
             ("pipeline events", hook.pipeline_events),
             ("tag push events", hook.tag_push_events),
             ("note events", hook.note_events),
+            ("internal note events", hook.confidential_note_events),
             ("job events", hook.job_events),
         ] {
             let value = if on {
@@ -651,6 +658,7 @@ mod tests {
             pipeline_events: true,
             tag_push_events: true,
             note_events: true,
+            confidential_note_events: true,
             job_events: true,
             enable_ssl_verification: true,
             alert_status: Some("executable".into()),

@@ -607,6 +607,57 @@ async fn deploy_help_and_status_answer_on_the_merge_request() {
     assert_eq!(story.runs().await.len(), 1);
 }
 
+/// `/deploy` asked in an internal note (GitLab's confidential comment) is answered only
+/// in internal notes: the question's reply, and the deploy's "started" and "finished"
+/// replies. A public question on the same merge request still gets a public reply.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_internal_note_is_answered_in_internal_notes() {
+    use support::fake_gitlab::DEVELOPER;
+    let Some(story) = Story::start("internal").await else {
+        return;
+    };
+    let world = &story.world;
+    world.add_member("acme/shop", "dave", DEVELOPER);
+    let mr = world
+        .open_mr("acme/shop", "acme/shop", "feature-quiet", "dave")
+        .await;
+    // (body, internal) of the bot's notes.
+    let bot = |w: &FakeGitlab| -> Vec<(String, bool)> {
+        w.mr_notes(mr.iid)
+            .into_iter()
+            .filter(|n| n.author == support::fake_gitlab::BOT_USERNAME)
+            .map(|n| (n.body, n.internal))
+            .collect()
+    };
+
+    world
+        .comment_on_mr_internally(mr.iid, "dave", "/deploy help")
+        .await;
+    world.wait_for(|w| bot(w).len() == 1).await;
+    assert!(bot(world)[0].1, "the help is internal: {:#?}", bot(world));
+
+    let note = world
+        .comment_on_mr_internally(mr.iid, "dave", "/deploy staging")
+        .await;
+    let run = story
+        .final_run_where(|r| r["trigger"] == "mr_comment" && r["sha"] == mr.sha.as_str())
+        .await;
+    assert_eq!(run["state"], "succeeded", "{run:#}");
+    world
+        .wait_for(|w| w.reactions(note).contains(&"rocket".to_string()))
+        .await;
+    world.wait_for(|w| bot(w).len() == 3).await;
+    assert!(
+        bot(world).iter().all(|(_, internal)| *internal),
+        "every reply is internal: {:#?}",
+        bot(world)
+    );
+
+    world.comment_on_mr(mr.iid, "dave", "/deploy help").await;
+    world.wait_for(|w| bot(w).len() == 4).await;
+    assert!(!bot(world)[3].1, "a public question, a public reply");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn deploy_doctor_replies_with_the_projects_checks() {
     use support::fake_gitlab::DEVELOPER;

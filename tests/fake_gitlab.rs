@@ -430,6 +430,7 @@ async fn client_end_to_end_against_the_world() {
         .await
         .expect("hook created");
     assert!(hook.job_events && hook.note_events && hook.pipeline_events && hook.tag_push_events);
+    assert!(hook.confidential_note_events);
     assert_eq!(hook.alert_status.as_deref(), Some("executable"));
     assert_eq!(gl.hooks("acme/shop").await.expect("hooks").len(), 1);
     let edited = gl
@@ -482,6 +483,7 @@ async fn client_end_to_end_against_the_world() {
             "acme/shop",
             mr.iid,
             "Refused: merge requests from forks cannot deploy.",
+            false,
         )
         .await
         .expect("reply");
@@ -539,6 +541,39 @@ async fn client_end_to_end_against_the_world() {
     assert_eq!(edit.body["object_attributes"]["action"], "update");
     assert_eq!(edit.body["object_attributes"]["note"], "/deploy production");
     assert_eq!(edit.body["user"]["username"], "mallory");
+
+    // An internal note, and the bot's internal answer: members-only notes, sent to the
+    // hook as the Confidential Note Hook, which hoist reads as a confidential note.
+    let quiet = world
+        .comment_on_mr_internally(mr.iid, "mallory", "/deploy help")
+        .await;
+    let answer = gl
+        .reply_on_mr("acme/shop", mr.iid, "Internal answer.", true)
+        .await
+        .expect("internal reply");
+    let notes = world.mr_notes(mr.iid);
+    let internal: Vec<(u64, bool)> = notes.iter().map(|n| (n.id, n.internal)).collect();
+    assert!(internal.contains(&(quiet, true)) && internal.contains(&(answer.0, true)));
+    assert!(
+        !notes
+            .iter()
+            .find(|n| n.id == reply.0)
+            .expect("reply")
+            .internal
+    );
+    world.flush().await;
+    for id in [quiet, answer.0] {
+        let hook = rx
+            .got()
+            .into_iter()
+            .find(|g| g.body["object_attributes"]["id"] == id)
+            .expect("the internal note's hook");
+        assert_eq!(hook.event(), "Confidential Note Hook");
+        match hoist::events::parse(&hook.event(), &hook.raw) {
+            Ok(hoist::events::Event::Note(n)) => assert!(n.confidential),
+            other => panic!("not a note event: {other:?}"),
+        }
+    }
 
     // Commit statuses, with GitLab's refusal of a same-state "transition".
     let long = "x".repeat(400);

@@ -154,6 +154,7 @@ async fn install_creates_one_hook_then_updates_it() {
         "pipeline_events",
         "tag_push_events",
         "note_events",
+        "confidential_note_events",
         "job_events",
     ] {
         assert_eq!(hook[event], true, "{event}: {hook:#?}");
@@ -173,7 +174,7 @@ async fn install_creates_one_hook_then_updates_it() {
     out.says(URL);
     assert!(
         out.stdout
-            .contains("events             pipeline, tag push, note, job"),
+            .contains("events             pipeline, tag push, note, internal note, job"),
         "{}",
         out.text()
     );

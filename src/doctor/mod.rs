@@ -100,6 +100,7 @@ pub fn missing_events(hook: &Hook) -> Vec<&'static str> {
         ("pipeline", hook.pipeline_events),
         ("tag push", hook.tag_push_events),
         ("note", hook.note_events),
+        ("internal note", hook.confidential_note_events),
         ("job", hook.job_events),
     ]
     .into_iter()

@@ -11,6 +11,7 @@ fn hook(pipeline: bool, tag_push: bool, note: bool, job: bool) -> Hook {
         pipeline_events: pipeline,
         tag_push_events: tag_push,
         note_events: note,
+        confidential_note_events: note,
         job_events: job,
         enable_ssl_verification: true,
         alert_status: Some("executable".into()),
@@ -27,7 +28,7 @@ fn missing_events_names_each_event_hoist_needs() {
     );
     assert_eq!(
         missing_events(&hook(false, false, false, false)),
-        ["pipeline", "tag push", "note", "job"]
+        ["pipeline", "tag push", "note", "internal note", "job"]
     );
 }
 

@@ -23,19 +23,20 @@ pub struct Write {
 }
 
 impl Write {
-    pub fn mr_note(iid: i64, body: String) -> Write {
+    /// A note on the merge request `thread` names ([`super::outbox::mr_thread`]).
+    pub fn mr_note(thread: &str, body: String) -> Write {
         Write {
             kind: "mr_note",
-            target: iid.to_string(),
+            target: thread.to_string(),
             body,
         }
     }
     /// `/deploy doctor`: the reply is the project's checks, run when it is sent, for a
     /// requester of at least Developer role (body: `USER_ID USERNAME`).
-    pub fn doctor(iid: i64, user_id: u64, username: &str) -> Write {
+    pub fn doctor(thread: &str, user_id: u64, username: &str) -> Write {
         Write {
             kind: "doctor",
-            target: iid.to_string(),
+            target: thread.to_string(),
             body: format!("{user_id} {username}"),
         }
     }
@@ -253,9 +254,13 @@ impl Engine {
             .as_ref()
             .map(|c| c.id.as_str().to_string())
             .unwrap_or_default();
+        // Asked in an internal note: every reply on the merge request is internal too.
+        let internal = n.confidential;
+        let thread = super::outbox::mr_thread(iid, internal);
         let base = NewRun {
             project: project.path.clone(),
             trigger: "mr_comment".into(),
+            reply_internal: internal,
             requested_by: Some(username.clone()),
             requester_id: user.and_then(|u| i64::try_from(u.id.get()).ok()),
             ref_name: mr.source_branch.clone(),
@@ -274,7 +279,7 @@ impl Engine {
             },
             writes: vec![
                 Write::react(iid, note_id, "x"),
-                Write::mr_note(iid, report::mr_reply_refused(&username, &reason)),
+                Write::mr_note(&thread, report::mr_reply_refused(&username, &reason)),
             ],
         };
         let command = match parsed {
@@ -293,7 +298,7 @@ impl Engine {
                     },
                     writes: vec![
                         Write::react(iid, note_id, "x"),
-                        Write::mr_note(iid, report::mr_reply_parse_error(&e)),
+                        Write::mr_note(&thread, report::mr_reply_parse_error(&e)),
                     ],
                 });
                 return plan;
@@ -309,17 +314,17 @@ impl Engine {
                 let envs: Vec<(&str, &str)> =
                     envs.iter().map(|(a, b)| (a.as_str(), b.as_str())).collect();
                 plan.writes
-                    .push(Write::mr_note(iid, report::help_reply(&envs)));
+                    .push(Write::mr_note(&thread, report::help_reply(&envs)));
             }
             Command::Status { env } => {
                 let body = self.status_reply(project, env.as_deref()).await;
-                plan.writes.push(Write::mr_note(iid, body));
+                plan.writes.push(Write::mr_note(&thread, body));
             }
             Command::Doctor => {
                 // The checks run when the reply is sent (they call GitLab, Docker and the
                 // registries), not while the delivery is planned.
                 let user_id = user.map(|u| u.id.get()).unwrap_or(0);
-                plan.writes.push(Write::doctor(iid, user_id, &username));
+                plan.writes.push(Write::doctor(&thread, user_id, &username));
             }
             Command::Deploy { env } => {
                 let manual: Vec<&EnvironmentConfig> = project

@@ -189,14 +189,14 @@ async fn send(engine: &Engine, item: &OutboxItem) -> Result<(), GitlabError> {
                 .await
         }
         "mr_note" => {
-            let iid = mr_iid(item)?;
+            let (iid, internal) = mr_target(item)?;
             gitlab
-                .reply_on_mr(project, iid, &item.body)
+                .reply_on_mr(project, iid, &item.body, internal)
                 .await
                 .map(|_| ())
         }
         "doctor" => {
-            let iid = mr_iid(item)?;
+            let (iid, internal) = mr_target(item)?;
             let Some(config) = engine.config.projects.iter().find(|p| p.path == project) else {
                 return Err(GitlabError::Protocol(format!(
                     "project {project} is no longer configured"
@@ -225,7 +225,10 @@ async fn send(engine: &Engine, item: &OutboxItem) -> Result<(), GitlabError> {
                 let checks = doctor.project(config).await;
                 crate::report::doctor_reply(username, project, &checks)
             };
-            gitlab.reply_on_mr(project, iid, &body).await.map(|_| ())
+            gitlab
+                .reply_on_mr(project, iid, &body, internal)
+                .await
+                .map(|_| ())
         }
         "react" => {
             let (iid, note) = item
@@ -254,7 +257,7 @@ async fn already_posted(engine: &Engine, item: &OutboxItem) -> Result<bool, Gitl
                 .commit_comments(project, &CommitSha::from(item.target.clone()))
                 .await?
         }
-        _ => engine.gitlab.mr_notes(project, mr_iid(item)?).await?,
+        _ => engine.gitlab.mr_notes(project, mr_target(item)?.0).await?,
     };
     let bot = engine.bot().map(|u| u.username.as_str());
     Ok(existing
@@ -267,8 +270,25 @@ fn parse_iid(text: &str) -> Result<u64, GitlabError> {
         .map_err(|_| GitlabError::Protocol("bad MR iid".into()))
 }
 
-fn mr_iid(item: &OutboxItem) -> Result<u64, GitlabError> {
-    parse_iid(&item.target)
+/// The suffix of an MR note's target that makes it an internal note.
+const INTERNAL: &str = " internal";
+
+/// The outbox target of a reply on merge request `iid`: `"12"`, or `"12 internal"` for
+/// an internal note (the answer to an internal note is never a public one).
+pub fn mr_thread(iid: i64, internal: bool) -> String {
+    if internal {
+        format!("{iid}{INTERNAL}")
+    } else {
+        iid.to_string()
+    }
+}
+
+/// The merge request and whether the note is internal, from [`mr_thread`]'s target.
+fn mr_target(item: &OutboxItem) -> Result<(u64, bool), GitlabError> {
+    match item.target.strip_suffix(INTERNAL) {
+        Some(iid) => Ok((parse_iid(iid)?, true)),
+        None => Ok((parse_iid(&item.target)?, false)),
+    }
 }
 
 /// A commit status as stored in the outbox.

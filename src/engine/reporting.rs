@@ -162,6 +162,7 @@ mod tests {
             pipeline_id: Some(42),
             mr_iid: None,
             note_id: None,
+            reply_internal: false,
             state: runs::SUCCEEDED.into(),
             steps: Vec::new(),
             image: Some(image.into()),

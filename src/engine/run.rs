@@ -494,7 +494,7 @@ impl RunCtx<'_> {
             self.say(
                 &mut tx,
                 "mr_note",
-                &iid.to_string(),
+                &super::outbox::mr_thread(iid, self.run.reply_internal),
                 &report::mr_reply_refused(&who, reason),
             )
             .await?;
@@ -532,7 +532,7 @@ impl RunCtx<'_> {
             self.say(
                 &mut tx,
                 "mr_note",
-                &iid.to_string(),
+                &super::outbox::mr_thread(iid, self.run.reply_internal),
                 &report::mr_reply_accepted(&self.report),
             )
             .await?;
@@ -1123,7 +1123,7 @@ impl RunCtx<'_> {
             self.say(
                 &mut tx,
                 "mr_note",
-                &iid.to_string(),
+                &super::outbox::mr_thread(iid, self.run.reply_internal),
                 &report::mr_reply_finished(&self.report),
             )
             .await?;

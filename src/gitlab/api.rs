@@ -273,6 +273,8 @@ struct RawHook {
     #[serde(default)]
     note_events: Option<bool>,
     #[serde(default)]
+    confidential_note_events: Option<bool>,
+    #[serde(default)]
     job_events: Option<bool>,
     #[serde(default)]
     enable_ssl_verification: Option<bool>,
@@ -290,6 +292,7 @@ impl From<RawHook> for Hook {
             pipeline_events: h.pipeline_events.unwrap_or(false),
             tag_push_events: h.tag_push_events.unwrap_or(false),
             note_events: h.note_events.unwrap_or(false),
+            confidential_note_events: h.confidential_note_events.unwrap_or(false),
             job_events: h.job_events.unwrap_or(false),
             enable_ssl_verification: h.enable_ssl_verification.unwrap_or(false),
             alert_status: h.alert_status,
@@ -555,13 +558,20 @@ impl GitLab for HttpClient {
         glapi::ignore(e).query_async(self).await.map_err(map_error)
     }
 
-    async fn reply_on_mr(&self, p: &str, iid: u64, body: &str) -> Result<NoteId, GitlabError> {
-        let e = CreateMergeRequestNote::builder()
-            .project(project(p))
-            .merge_request(iid)
-            .body(body)
-            .build()
-            .map_err(build_err)?;
+    async fn reply_on_mr(
+        &self,
+        p: &str,
+        iid: u64,
+        body: &str,
+        internal: bool,
+    ) -> Result<NoteId, GitlabError> {
+        let mut e = CreateMergeRequestNote::builder();
+        e.project(project(p)).merge_request(iid).body(body);
+        // Sent only when set: a public note looks as it always did to any GitLab.
+        if internal {
+            e.internal(true);
+        }
+        let e = e.build().map_err(build_err)?;
         let n: RawNote = self.get(e).await?;
         Ok(NoteId(n.id))
     }

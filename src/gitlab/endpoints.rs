@@ -35,6 +35,7 @@ impl Endpoint for HookEndpoint<'_> {
             "pipeline_events": s.pipeline_events,
             "tag_push_events": s.tag_push_events,
             "note_events": s.note_events,
+            "confidential_note_events": s.confidential_note_events,
             "job_events": s.job_events,
             "push_events": false,
             "enable_ssl_verification": s.enable_ssl_verification,

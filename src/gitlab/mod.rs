@@ -219,6 +219,8 @@ pub struct Hook {
     pub pipeline_events: bool,
     pub tag_push_events: bool,
     pub note_events: bool,
+    /// Internal notes ("Confidential comments" in GitLab's form) come apart from notes.
+    pub confidential_note_events: bool,
     pub job_events: bool,
     pub enable_ssl_verification: bool,
     /// `executable`, `temporarily_disabled` or `disabled` (absent on old GitLab).
@@ -238,12 +240,13 @@ pub struct HookSpec {
     pub pipeline_events: bool,
     pub tag_push_events: bool,
     pub note_events: bool,
+    pub confidential_note_events: bool,
     pub job_events: bool,
     pub enable_ssl_verification: bool,
 }
 
 impl HookSpec {
-    /// The events hoist needs (pipeline, tag push, note, job) for `url`.
+    /// The events hoist needs (pipeline, tag push, note and internal note, job) for `url`.
     pub fn for_hoist(url: impl Into<String>) -> HookSpec {
         HookSpec {
             url: url.into(),
@@ -252,6 +255,7 @@ impl HookSpec {
             pipeline_events: true,
             tag_push_events: true,
             note_events: true,
+            confidential_note_events: true,
             job_events: true,
             enable_ssl_verification: true,
         }
@@ -321,9 +325,15 @@ pub trait GitLab: Send + Sync {
         description: &str,
     ) -> Result<(), GitlabError>;
 
-    /// A note on a merge request; returns its id (to react to, or for links).
-    async fn reply_on_mr(&self, project: &str, iid: u64, body: &str)
-    -> Result<NoteId, GitlabError>;
+    /// A note on a merge request, `internal` (seen by members only) or public; returns its
+    /// id (to react to, or for links).
+    async fn reply_on_mr(
+        &self,
+        project: &str,
+        iid: u64,
+        body: &str,
+        internal: bool,
+    ) -> Result<NoteId, GitlabError>;
 
     /// The comments on a commit, oldest first (all pages).
     async fn commit_comments(

@@ -45,6 +45,8 @@ pub struct NewRun {
     /// `queued` or `refused`.
     pub state: String,
     pub error: Option<String>,
+    /// Asked in an internal note: the run's replies on the merge request are internal.
+    pub reply_internal: bool,
 }
 
 #[derive(Debug, Clone, Serialize, PartialEq, Eq)]
@@ -73,6 +75,9 @@ pub struct RunRow {
     pub pipeline_id: Option<i64>,
     pub mr_iid: Option<i64>,
     pub note_id: Option<i64>,
+    /// Asked in an internal note: its replies on the merge request are internal.
+    #[serde(skip)]
+    pub reply_internal: bool,
     pub state: String,
     pub steps: Vec<StepRow>,
     pub image: Option<String>,
@@ -84,7 +89,7 @@ pub struct RunRow {
     pub finished_at: Option<String>,
 }
 
-const RUN_COLUMNS: &str = "id, project, env, trigger, requested_by, requester_id, ref_name, sha, tag, pipeline_id, mr_iid, note_id, state, image, digest, error, owner, created_at, started_at, finished_at";
+const RUN_COLUMNS: &str = "id, project, env, trigger, requested_by, requester_id, ref_name, sha, tag, pipeline_id, mr_iid, note_id, reply_internal, state, image, digest, error, owner, created_at, started_at, finished_at";
 
 fn run_from(r: &AnyRow) -> Result<RunRow, sqlx::Error> {
     Ok(RunRow {
@@ -100,6 +105,7 @@ fn run_from(r: &AnyRow) -> Result<RunRow, sqlx::Error> {
         pipeline_id: r.try_get("pipeline_id")?,
         mr_iid: r.try_get("mr_iid")?,
         note_id: r.try_get("note_id")?,
+        reply_internal: r.try_get::<Option<i64>, _>("reply_internal")? == Some(1),
         state: r.try_get("state")?,
         steps: Vec::new(),
         image: r.try_get("image")?,
@@ -117,8 +123,8 @@ pub async fn insert_run(conn: &mut Conn, run: &NewRun) -> Result<Option<i64>, St
     let now = now_text();
     let finished = (run.state == REFUSED).then(|| now.clone());
     let id: Option<i64> = sqlx::query_scalar(
-        "INSERT INTO runs (project, env, trigger, requested_by, ref_name, sha, tag, pipeline_id, mr_iid, note_id, state, error, created_at, finished_at, requester_id)
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15)
+        "INSERT INTO runs (project, env, trigger, requested_by, ref_name, sha, tag, pipeline_id, mr_iid, note_id, state, error, created_at, finished_at, requester_id, reply_internal)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16)
          ON CONFLICT DO NOTHING RETURNING id",
     )
     .bind(&run.project)
@@ -136,6 +142,7 @@ pub async fn insert_run(conn: &mut Conn, run: &NewRun) -> Result<Option<i64>, St
     .bind(&now)
     .bind(&finished)
     .bind(run.requester_id)
+    .bind(run.reply_internal.then_some(1_i64))
     .fetch_optional(&mut *conn)
     .await?;
     let Some(id) = id else { return Ok(None) };

@@ -126,7 +126,7 @@ async fn opens_migrated_and_reopens(db: TestDb) {
             .fetch_all(store.pool())
             .await
             .expect("migrations table");
-    assert_eq!(applied, vec![1, 2, 3, 4]);
+    assert_eq!(applied, vec![1, 2, 3, 4, 5]);
     store
         .insert_deliveries(&[&delivery("k1", DeliveryState::Queued)])
         .await

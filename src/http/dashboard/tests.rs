@@ -42,6 +42,7 @@ fn run(id: i64, state: &str, tag: &str) -> RunRow {
         pipeline_id: Some(300 + id),
         mr_iid: None,
         note_id: None,
+        reply_internal: false,
         state: state.into(),
         steps: unstarted("pending"),
         image: None,

@@ -362,7 +362,7 @@ fn route(inner: &Arc<Inner>, method: &Method, segs: &[&str], p: &Params) -> Resp
                 .notes
                 .iter()
                 .filter(|n| n.project_id == project_id && n.noteable == Noteable::Mr(iid))
-                .map(|n| json!({ "id": n.id, "body": n.body, "author": { "username": n.author } }))
+                .map(|n| json!({ "id": n.id, "body": n.body, "internal": n.internal, "author": { "username": n.author } }))
                 .collect();
             answer(200, Value::Array(list))
         }
@@ -381,6 +381,7 @@ fn route(inner: &Arc<Inner>, method: &Method, segs: &[&str], p: &Params) -> Resp
                 noteable: Noteable::Commit(sha.to_string()),
                 author: super::world::BOT_USERNAME.into(),
                 body: note.clone(),
+                internal: false,
             });
             super::announce(inner, &mut w, Announce::Note(id));
             answer(
@@ -429,6 +430,7 @@ fn route(inner: &Arc<Inner>, method: &Method, segs: &[&str], p: &Params) -> Resp
             let Some(text) = p.get("body").filter(|b| !b.is_empty()) else {
                 return message(400, "400 Bad request - body is missing");
             };
+            let internal = flag(p, "internal").unwrap_or(false);
             let mut w = inner.lock();
             let Some(iid) =
                 num(iid).filter(|i| w.mrs.get(i).is_some_and(|m| m.project_id == project_id))
@@ -442,12 +444,14 @@ fn route(inner: &Arc<Inner>, method: &Method, segs: &[&str], p: &Params) -> Resp
                 noteable: Noteable::Mr(iid),
                 author: super::world::BOT_USERNAME.into(),
                 body: text.clone(),
+                internal,
             });
             // GitLab announces the bot's own notes too.
             super::announce(inner, &mut w, Announce::Note(id));
             answer(
                 201,
                 json!({ "id": id, "body": text, "author": w.user_json(BOT_ID), "system": false,
+                        "internal": internal, "confidential": internal,
                         "noteable_type": "MergeRequest", "noteable_iid": iid, "created_at": now_rfc3339() }),
             )
         }
@@ -504,6 +508,7 @@ fn route(inner: &Arc<Inner>, method: &Method, segs: &[&str], p: &Params) -> Resp
                 pipeline_events: flag(p, "pipeline_events").unwrap_or(false),
                 tag_push_events: flag(p, "tag_push_events").unwrap_or(false),
                 note_events: flag(p, "note_events").unwrap_or(false),
+                confidential_note_events: flag(p, "confidential_note_events").unwrap_or(false),
                 job_events: flag(p, "job_events").unwrap_or(false),
                 enable_ssl_verification: flag(p, "enable_ssl_verification").unwrap_or(true),
                 consecutive_failures: 0,
@@ -542,6 +547,7 @@ fn route(inner: &Arc<Inner>, method: &Method, segs: &[&str], p: &Params) -> Resp
                 ("pipeline_events", &mut h.pipeline_events),
                 ("tag_push_events", &mut h.tag_push_events),
                 ("note_events", &mut h.note_events),
+                ("confidential_note_events", &mut h.confidential_note_events),
                 ("job_events", &mut h.job_events),
                 ("enable_ssl_verification", &mut h.enable_ssl_verification),
             ] {

@@ -226,7 +226,7 @@ fn note_body(w: &World, note_id: u64, action: &str) -> Option<(u64, Value)> {
     };
     let mut body = json!({
         "object_kind": "note",
-        "event_type": "note",
+        "event_type": if n.internal { "confidential_note" } else { "note" },
         "user": w.user_json(author_id),
         "project_id": n.project_id,
         "project": project_json(w, n.project_id),
@@ -239,6 +239,8 @@ fn note_body(w: &World, note_id: u64, action: &str) -> Option<(u64, Value)> {
             "commit_id": commit_id,
             "project_id": n.project_id,
             "system": false,
+            "internal": n.internal,
+            "confidential": n.internal,
             "type": null,
             "action": action,
             "created_at": hook_time(),
@@ -291,8 +293,10 @@ pub fn render(w: &World, a: &Announce) -> Option<(&'static str, u64, Value)> {
     match a {
         Announce::Pipeline(id) => pipeline_body(w, *id).map(|(p, b)| ("Pipeline Hook", p, b)),
         Announce::Job(id) => job_body(w, *id).map(|(p, b)| ("Job Hook", p, b)),
-        Announce::Note(id) => note_body(w, *id, "create").map(|(p, b)| ("Note Hook", p, b)),
-        Announce::NoteEdited(id) => note_body(w, *id, "update").map(|(p, b)| ("Note Hook", p, b)),
+        Announce::Note(id) => note_body(w, *id, "create").map(|(p, b)| (note_event(w, *id), p, b)),
+        Announce::NoteEdited(id) => {
+            note_body(w, *id, "update").map(|(p, b)| (note_event(w, *id), p, b))
+        }
         Announce::TagPush {
             project_id,
             tag,
@@ -308,11 +312,21 @@ pub fn render(w: &World, a: &Announce) -> Option<(&'static str, u64, Value)> {
     }
 }
 
+/// Internal notes come as the `Confidential Note Hook`, to hooks that subscribed to them.
+fn note_event(w: &World, note_id: u64) -> &'static str {
+    if w.notes.iter().any(|n| n.id == note_id && n.internal) {
+        "Confidential Note Hook"
+    } else {
+        "Note Hook"
+    }
+}
+
 fn wants(h: &HookRec, event: &str) -> bool {
     match event {
         "Pipeline Hook" => h.pipeline_events,
         "Job Hook" => h.job_events,
         "Note Hook" => h.note_events,
+        "Confidential Note Hook" => h.confidential_note_events,
         "Tag Push Hook" => h.tag_push_events,
         _ => false,
     }

@@ -451,6 +451,7 @@ impl FakeGitlab {
             pipeline_events: true,
             tag_push_events: true,
             note_events: true,
+            confidential_note_events: true,
             job_events: true,
             enable_ssl_verification: false,
             consecutive_failures: 0,
@@ -714,6 +715,15 @@ impl FakeGitlab {
 
     /// `user` comments `text` on MR `iid`; sends the Note Hook. Returns the note id.
     pub async fn comment_on_mr(&self, iid: u64, user: &str, text: &str) -> u64 {
+        self.note_on_mr(iid, user, text, false).await
+    }
+
+    /// `user` writes an internal note on MR `iid`; sends the Confidential Note Hook.
+    pub async fn comment_on_mr_internally(&self, iid: u64, user: &str, text: &str) -> u64 {
+        self.note_on_mr(iid, user, text, true).await
+    }
+
+    async fn note_on_mr(&self, iid: u64, user: &str, text: &str, internal: bool) -> u64 {
         let id = {
             let mut w = self.world();
             let Some(project_id) = w.mrs.get(&iid).map(|m| m.project_id) else {
@@ -727,6 +737,7 @@ impl FakeGitlab {
                 noteable: world::Noteable::Mr(iid),
                 author: user.into(),
                 body: text.into(),
+                internal,
             });
             announce(&self.inner, &mut w, Announce::Note(id));
             id
@@ -763,6 +774,7 @@ impl FakeGitlab {
                 noteable: world::Noteable::Commit(sha.into()),
                 author: user.into(),
                 body: text.into(),
+                internal: false,
             });
             announce(&self.inner, &mut w, Announce::Note(id));
             id

@@ -118,6 +118,9 @@ pub struct Note {
     pub noteable: Noteable,
     pub author: String,
     pub body: String,
+    /// An internal note (GitLab's "confidential" comment): only members see it, and its
+    /// hook is the `Confidential Note Hook`.
+    pub internal: bool,
 }
 
 /// A commit status as posted.
@@ -139,6 +142,8 @@ pub struct HookRec {
     pub pipeline_events: bool,
     pub tag_push_events: bool,
     pub note_events: bool,
+    /// GitLab's "Confidential comments" trigger, apart from `note_events`.
+    pub confidential_note_events: bool,
     pub job_events: bool,
     pub enable_ssl_verification: bool,
     pub consecutive_failures: u32,
@@ -162,6 +167,7 @@ impl HookRec {
             "pipeline_events": self.pipeline_events,
             "tag_push_events": self.tag_push_events,
             "note_events": self.note_events,
+            "confidential_note_events": self.confidential_note_events,
             "job_events": self.job_events,
             "enable_ssl_verification": self.enable_ssl_verification,
             "alert_status": self.alert_status(),
