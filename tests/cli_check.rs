@@ -84,36 +84,46 @@ fn hoist_config_names_the_file_when_config_is_absent() {
     );
 }
 
+/// Runs `hoist ARGS` in `dir` with only `T=t` in its environment: (exit code, stderr).
+fn hoist(args: &[&str], dir: &std::path::Path) -> (Option<i32>, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_hoist"))
+        .args(args)
+        .env_clear()
+        .env("T", "t")
+        .current_dir(dir)
+        .output()
+        .expect("run hoist");
+    support::capture::capture_output(&out);
+    (
+        out.status.code(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
 #[test]
 fn hoist_deploy_without_a_tag_mr_or_pipeline_is_a_usage_error() {
-    let out = Command::new(env!("CARGO_BIN_EXE_hoist"))
-        .args(["deploy", "--project", "acme/shop", "--env", "staging"])
-        .env_clear()
-        .output()
-        .expect("run");
-    support::capture::capture_output(&out);
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (code, stderr) = hoist(
+        &["deploy", "--project", "acme/shop", "--env", "staging"],
+        dir.path(),
+    );
+    assert_eq!(code, Some(2), "{stderr}");
     assert!(
         stderr.contains("--tag") && stderr.contains("--mr") && stderr.contains("--pipeline"),
         "names what is missing: {stderr}"
     );
-    let out = Command::new(env!("CARGO_BIN_EXE_hoist"))
-        .args([
-            "deploy",
-            "--project",
-            "p",
-            "--env",
-            "e",
-            "--tag",
-            "v1",
-            "--mr",
-            "3",
-        ])
-        .env_clear()
-        .output()
-        .expect("run");
-    assert_eq!(out.status.code(), Some(2), "two targets at once");
+    let two = [
+        "deploy",
+        "--project",
+        "p",
+        "--env",
+        "e",
+        "--tag",
+        "v1",
+        "--mr",
+        "3",
+    ];
+    assert_eq!(hoist(&two, dir.path()).0, Some(2), "two targets at once");
 }
 
 /// `hoist history` run with a config whose SQLite store does not exist (the wrong
@@ -121,23 +131,13 @@ fn hoist_deploy_without_a_tag_mr_or_pipeline_is_a_usage_error() {
 #[test]
 fn hoist_history_without_a_store_says_so_and_creates_none() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let path = dir.path().join("hoist.toml");
     std::fs::write(
-        &path,
+        dir.path().join("hoist.toml"),
         "[gitlab]\nurl = \"http://x\"\ntoken = \"env:T\"\n[store]\nurl = \"sqlite://hoist.db\"\n",
     )
     .expect("write");
-    let out = Command::new(env!("CARGO_BIN_EXE_hoist"))
-        .args(["history", "--config"])
-        .arg(&path)
-        .env_clear()
-        .env("T", "t")
-        .current_dir(dir.path())
-        .output()
-        .expect("run");
-    support::capture::capture_output(&out);
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    let (code, stderr) = hoist(&["history", "--config", "hoist.toml"], dir.path());
+    assert_eq!(code, Some(2), "{stderr}");
     assert!(
         stderr.contains("store.url") && stderr.contains("no store at hoist.db"),
         "{stderr}"

@@ -559,12 +559,10 @@ async fn the_same_pipeline_hook_three_times_and_a_stale_running_make_one_run() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn deploy_help_and_status_answer_on_the_merge_request() {
-    use support::fake_gitlab::DEVELOPER;
-    let Some(story) = Story::start("status").await else {
+    let Some(story) = Story::start_with_developer("status").await else {
         return;
     };
     let world = &story.world;
-    world.add_member("acme/shop", "dave", DEVELOPER);
     let t = world.push_tag("acme/shop", "v5.0.0", true).await;
     let run = story.finished_run(&t.sha).await;
     assert_eq!(run["state"], "succeeded", "{run:#}");
@@ -612,12 +610,10 @@ async fn deploy_help_and_status_answer_on_the_merge_request() {
 /// replies. A public question on the same merge request still gets a public reply.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_internal_note_is_answered_in_internal_notes() {
-    use support::fake_gitlab::DEVELOPER;
-    let Some(story) = Story::start("internal").await else {
+    let Some(story) = Story::start_with_developer("internal").await else {
         return;
     };
     let world = &story.world;
-    world.add_member("acme/shop", "dave", DEVELOPER);
     let mr = world
         .open_mr("acme/shop", "acme/shop", "feature-quiet", "dave")
         .await;
@@ -660,12 +656,10 @@ async fn an_internal_note_is_answered_in_internal_notes() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn deploy_doctor_replies_with_the_projects_checks() {
-    use support::fake_gitlab::DEVELOPER;
-    let Some(story) = Story::start("doctor").await else {
+    let Some(story) = Story::start_with_developer("doctor").await else {
         return;
     };
     let world = &story.world;
-    world.add_member("acme/shop", "dave", DEVELOPER);
     // The image repository exists once a release was built.
     let t = world.push_tag("acme/shop", "v6.0.0", true).await;
     assert_eq!(story.finished_run(&t.sha).await["state"], "succeeded");

@@ -111,6 +111,15 @@ impl Story {
         .await
     }
 
+    /// The story with `dave` a developer of acme/shop, who may `/deploy` to staging.
+    pub async fn start_with_developer(label: &str) -> Option<Story> {
+        let story = Story::start(label).await?;
+        story
+            .world
+            .add_member("acme/shop", "dave", support::fake_gitlab::DEVELOPER);
+        Some(story)
+    }
+
     /// The story with hoist running as the real binary (see [`Setup::binary`]).
     pub async fn start_binary(label: &str) -> Option<Story> {
         Story::start_with(
