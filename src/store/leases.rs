@@ -215,9 +215,7 @@ impl Store {
         }
         Ok(held == ids.len())
     }
-}
 
-impl Store {
     /// `FOR UPDATE` where the backend has row locks (SQLite's writer lock covers everything).
     fn for_update(&self) -> &'static str {
         if self.is_postgres() {
@@ -226,9 +224,7 @@ impl Store {
             ""
         }
     }
-}
 
-impl Store {
     /// In a write transaction: whether the lease is still this holder's, locking its row on
     /// PostgreSQL so no other replica can take it before the transaction commits.
     pub async fn lock_lease(&self, conn: &mut Conn, lease: &Lease) -> Result<bool, StoreError> {
@@ -245,9 +241,7 @@ impl Store {
             .await?;
         Ok(n.len() == 1)
     }
-}
 
-impl Store {
     /// Records which replica executes a run (the API's `owner`).
     pub async fn set_run_owner(&self, run_id: i64, owner: &str) -> Result<(), StoreError> {
         let mut tx = self.begin().await?;
