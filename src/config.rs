@@ -84,6 +84,56 @@ pub struct ServerConfig {
     pub max_body_bytes: usize,
     /// Bearer token required by `/`, `/api/*` and `/metrics`. Default: none (open).
     pub api_token: Option<Secret>,
+    /// Reverse proxies whose `X-Forwarded-For` names the sender of a webhook (for the
+    /// flood limit). Default: none, the TCP peer is the sender.
+    pub trusted_proxies: Vec<IpRange>,
+}
+
+/// An address or a CIDR range (`10.0.0.0/8`, `127.0.0.1`, `fd00::/8`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct IpRange {
+    addr: std::net::IpAddr,
+    prefix: u8,
+}
+
+impl IpRange {
+    /// Whether `ip` is in the range (an IPv4-mapped IPv6 address counts as its IPv4 one).
+    pub fn contains(&self, ip: std::net::IpAddr) -> bool {
+        use std::net::IpAddr::{V4, V6};
+        let bits = |width: u32| u32::from(self.prefix).min(width);
+        match (self.addr, ip.to_canonical()) {
+            (V4(net), V4(ip)) => {
+                let mask = u32::MAX.checked_shl(32 - bits(32)).unwrap_or(0);
+                u32::from(net) & mask == u32::from(ip) & mask
+            }
+            (V6(net), V6(ip)) => {
+                let mask = u128::MAX.checked_shl(128 - bits(128)).unwrap_or(0);
+                u128::from(net) & mask == u128::from(ip) & mask
+            }
+            _ => false,
+        }
+    }
+}
+
+impl std::str::FromStr for IpRange {
+    type Err = ();
+
+    fn from_str(text: &str) -> Result<IpRange, ()> {
+        let (addr, prefix) = match text.split_once('/') {
+            Some((addr, prefix)) => (addr, Some(prefix)),
+            None => (text, None),
+        };
+        let addr = addr
+            .parse::<std::net::IpAddr>()
+            .map_err(|_| ())?
+            .to_canonical();
+        let width = if addr.is_ipv4() { 32 } else { 128 };
+        let prefix = match prefix {
+            Some(p) => p.parse::<u8>().ok().filter(|p| *p <= width).ok_or(())?,
+            None => width,
+        };
+        Ok(IpRange { addr, prefix })
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -409,6 +459,7 @@ struct RawServer {
     public_url: Option<String>,
     max_body_bytes: Option<u64>,
     api_token: Option<String>,
+    trusted_proxies: Option<Vec<String>>,
 }
 
 #[derive(Deserialize, Default)]
@@ -719,11 +770,26 @@ impl Validator<'_> {
             .as_deref()
             .map(|t| self.secret("server.api_token", t, false))
             .transpose()?;
+        let trusted_proxies = raw
+            .trusted_proxies
+            .unwrap_or_default()
+            .iter()
+            .enumerate()
+            .map(|(i, text)| {
+                text.parse().map_err(|()| {
+                    self.err(
+                        format!("server.trusted_proxies[{i}]"),
+                        format!("{text:?} is not an address or a range like 10.0.0.0/8"),
+                    )
+                })
+            })
+            .collect::<Result<_, _>>()?;
         Ok(ServerConfig {
             listen,
             public_url,
             max_body_bytes,
             api_token,
+            trusted_proxies,
         })
     }
 

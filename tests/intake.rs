@@ -635,6 +635,47 @@ async fn a_flood_of_refused_deliveries_is_cut_off_per_address_without_slowing_gi
     hoist.assert_no_secrets();
 }
 
+/// Behind a trusted reverse proxy (here every request comes from 127.0.0.1, the proxy),
+/// the flood limit counts the sender the proxy names in `X-Forwarded-For`: a flood
+/// through the proxy cuts off its sender, not the proxy, and GitLab's deliveries through
+/// the same proxy go on.
+#[tokio::test]
+async fn behind_a_trusted_proxy_the_flood_limit_counts_the_forwarded_sender() {
+    use hoist::webhook::limit::MAX_FAILURES;
+    let hoist = Hoist::start(Options {
+        trusted_proxies: Some(r#"["127.0.0.1"]"#),
+        ..Options::default()
+    })
+    .await;
+    let ok = body("tag_push", "acme/shop", "");
+    let send = |sender: &'static str, token: &'static str| {
+        let req = hoist
+            .client
+            .post(hoist.url("/hooks/gitlab"))
+            .header("X-Gitlab-Event", "Tag Push Hook")
+            .header("X-Gitlab-Token", token)
+            // What a client wrote first is forgeable: the proxy's own entry is the last.
+            .header("X-Forwarded-For", format!("192.0.2.1, {sender}"))
+            .body(ok.clone());
+        async move { req.send().await.expect("post").status().as_u16() }
+    };
+    let mut statuses = Vec::new();
+    for _ in 0..MAX_FAILURES + 5 {
+        statuses.push(send("203.0.113.9", "guessing").await);
+    }
+    assert!(
+        statuses[..MAX_FAILURES as usize].iter().all(|s| *s == 401)
+            && statuses[MAX_FAILURES as usize..].iter().all(|s| *s == 429),
+        "the forwarded sender is cut off: {statuses:?}"
+    );
+    assert_eq!(send("198.51.100.7", TOKEN).await, 200, "GitLab goes on");
+    assert_eq!(
+        send("203.0.113.9", TOKEN).await,
+        429,
+        "the flooding sender waits out its window"
+    );
+}
+
 #[tokio::test]
 async fn a_locked_store_delays_the_answer_but_loses_nothing() {
     use sqlx::Connection;

@@ -161,6 +161,16 @@ fn rejections_name_file_key_and_reason() {
             "not an address",
         ),
         (
+            "[server]\ntrusted_proxies = [\"10.0.0.0/8\", \"10.0.0.0/33\"]\n[gitlab]\nurl = \"http://x\"\ntoken = \"env:GL\"\n",
+            "hoist.toml: server.trusted_proxies[1]:",
+            "not an address or a range like 10.0.0.0/8",
+        ),
+        (
+            "[server]\ntrusted_proxies = [\"proxy.local\"]\n[gitlab]\nurl = \"http://x\"\ntoken = \"env:GL\"\n",
+            "hoist.toml: server.trusted_proxies[0]:",
+            "\"proxy.local\" is not an address",
+        ),
+        (
             "[gitlab]\nurl = \"http://x\"\ntoken = \"env:GL\"\n[[registries]]\nhost = \"r\"\nusername = \"u\"\npassword = \"file:/missing\"\n",
             "hoist.toml: registries[0].password: cannot read secret file /missing",
             "",
@@ -325,4 +335,23 @@ fn roles_order_and_levels() {
     assert_eq!(Role::from_access_level(40), Some(Role::Maintainer));
     assert_eq!(Role::from_access_level(45), Some(Role::Maintainer));
     assert_eq!(Role::from_access_level(5), None);
+}
+
+#[test]
+fn trusted_proxies_are_addresses_and_ranges() {
+    let c = parse(&format!(
+        "[server]\ntrusted_proxies = [\"10.0.0.0/8\", \"192.168.1.7\", \"fd00::/8\"]\n{BASE}"
+    ))
+    .expect("valid config");
+    let ip = |t: &str| t.parse::<std::net::IpAddr>().expect("ip");
+    let trusted = |t: &str| c.server.trusted_proxies.iter().any(|r| r.contains(ip(t)));
+    assert!(trusted("10.200.3.4") && trusted("192.168.1.7") && trusted("fd12::1"));
+    assert!(!trusted("11.0.0.1") && !trusted("192.168.1.8") && !trusted("2001:db8::1"));
+    assert!(
+        parse(BASE)
+            .expect("valid")
+            .server
+            .trusted_proxies
+            .is_empty()
+    );
 }

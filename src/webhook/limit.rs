@@ -4,9 +4,42 @@
 //! (no body read, no JSON, no HMAC). Authentic deliveries from other addresses are
 //! never affected; one from a limited address is, until its window passes. An
 //! authentic delivery clears its source's count.
+//!
+//! The source is the TCP peer, or, when the peer is a trusted reverse proxy
+//! (`server.trusted_proxies`), the address that proxy names in `X-Forwarded-For`
+//! ([`sender`]).
 
 use std::collections::HashMap;
 use std::net::IpAddr;
+
+use crate::config::IpRange;
+
+/// Who sent a request that came from `peer` with these `X-Forwarded-For` values (in the
+/// order received): the peer itself unless it is a trusted proxy; else, reading the
+/// forwarded addresses from the nearest hop back, the first one that is not a trusted
+/// proxy. A hop that is not an address stops the walk at the last trusted one (a proxy
+/// always writes a valid address; what comes before it is the client's to forge).
+pub fn sender<'a>(
+    peer: IpAddr,
+    forwarded_for: impl DoubleEndedIterator<Item = &'a str>,
+    trusted: &[IpRange],
+) -> IpAddr {
+    let is_trusted = |ip: IpAddr| trusted.iter().any(|r| r.contains(ip));
+    let mut source = peer.to_canonical();
+    if !is_trusted(source) {
+        return source;
+    }
+    for hop in forwarded_for.rev().flat_map(|value| value.rsplit(',')) {
+        let Ok(ip) = hop.trim().parse::<IpAddr>() else {
+            break;
+        };
+        source = ip.to_canonical();
+        if !is_trusted(source) {
+            break;
+        }
+    }
+    source
+}
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
@@ -113,6 +146,52 @@ mod tests {
         assert!(!limiter.allows(a, now));
         limiter.succeeded(a);
         assert!(limiter.allows(a, now));
+    }
+
+    #[test]
+    fn the_sender_is_the_peer_unless_a_trusted_proxy_names_another() {
+        let trusted: Vec<IpRange> = ["10.0.0.0/8", "fd00::/8"]
+            .iter()
+            .map(|t| t.parse().expect("range"))
+            .collect();
+        let ip = |t: &str| t.parse::<IpAddr>().expect("ip");
+        let proxy = ip("10.1.2.3");
+        // An untrusted peer is the sender; what it forwards is ignored (it could forge it).
+        assert_eq!(
+            sender(ip("203.0.113.9"), ["198.51.100.7"].into_iter(), &trusted),
+            ip("203.0.113.9")
+        );
+        // Through a trusted proxy: the nearest untrusted hop, not the forgeable first one.
+        assert_eq!(
+            sender(proxy, ["1.1.1.1, 198.51.100.7"].into_iter(), &trusted),
+            ip("198.51.100.7")
+        );
+        // Two trusted proxies in a row, the header split over two lines.
+        assert_eq!(
+            sender(proxy, ["198.51.100.7", "10.9.9.9"].into_iter(), &trusted),
+            ip("198.51.100.7")
+        );
+        // No header, or a garbled hop: the last trusted address.
+        assert_eq!(sender(proxy, std::iter::empty(), &trusted), proxy);
+        assert_eq!(
+            sender(proxy, ["198.51.100.7, junk"].into_iter(), &trusted),
+            proxy
+        );
+        // IPv6, and an IPv4 peer seen as an IPv4-mapped IPv6 address.
+        assert_eq!(
+            sender(ip("fd00::1"), ["2001:db8::5"].into_iter(), &trusted),
+            ip("2001:db8::5")
+        );
+        assert_eq!(
+            sender(
+                ip("::ffff:10.1.2.3"),
+                ["198.51.100.7"].into_iter(),
+                &trusted
+            ),
+            ip("198.51.100.7")
+        );
+        // Nothing trusted: always the peer.
+        assert_eq!(sender(proxy, ["198.51.100.7"].into_iter(), &[]), proxy);
     }
 
     #[test]

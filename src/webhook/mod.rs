@@ -105,13 +105,21 @@ fn answer(status: StatusCode, body: &'static str) -> Response {
 /// The axum handler for `POST /hooks/gitlab`.
 pub async fn receive(State(rx): State<Arc<Receiver>>, request: Request) -> Response {
     let started = Instant::now();
-    // The peer address (absent when served without connect info, as in some tests).
-    let source: Option<IpAddr> = request
+    // The peer address (absent when served without connect info, as in some tests), or
+    // the sender a trusted proxy names.
+    let peer: Option<IpAddr> = request
         .extensions()
         .get::<ConnectInfo<SocketAddr>>()
         .map(|c| c.0.ip());
     let (parts, body) = request.into_parts();
     let headers = parts.headers;
+    let source = peer.map(|peer| {
+        let forwarded = headers
+            .get_all("x-forwarded-for")
+            .iter()
+            .filter_map(|v| v.to_str().ok());
+        limit::sender(peer, forwarded, &rx.config.server.trusted_proxies)
+    });
     let event = header(&headers, "x-gitlab-event");
     let label = event_label(event);
     if source.is_some_and(|s| !rx.failures.allows(s, started)) {

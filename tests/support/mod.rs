@@ -60,6 +60,8 @@ pub struct Options {
     /// The store; None: a SQLite file in the test's directory. Given to hoist as
     /// `env:TEST_STORE_URL`, the way a PostgreSQL URL with its password is meant to be.
     pub store_url: Option<String>,
+    /// `server.trusted_proxies`, as TOML (`["127.0.0.1"]`).
+    pub trusted_proxies: Option<&'static str>,
 }
 
 impl Default for Options {
@@ -69,6 +71,7 @@ impl Default for Options {
             api_token: false,
             docker_host: "unix:///nonexistent/docker.sock".into(),
             store_url: None,
+            trusted_proxies: None,
         }
     }
 }
@@ -111,6 +114,7 @@ impl Hoist {
 listen = "127.0.0.1:{port}"
 max_body_bytes = {max}
 {api}
+{proxies}
 
 [store]
 url = "env:TEST_STORE_URL"
@@ -139,6 +143,10 @@ signing_token = "env:TEST_SIGNING_BOTH"
 {envs}
 "#,
             max = opts.max_body_bytes,
+            proxies = opts
+                .trusted_proxies
+                .map(|p| format!("trusted_proxies = {p}"))
+                .unwrap_or_default(),
             docker = opts.docker_host,
             signing = dir.path().join("signing_shop").display(),
             envs = ENVIRONMENTS,
