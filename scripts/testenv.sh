@@ -7,7 +7,8 @@
 # testenv_up exports HOIST_TEST_DOCKER_HOST, HOIST_TEST_REGISTRY (anonymous),
 # HOIST_TEST_AUTH_REGISTRY, HOIST_TEST_REGISTRY_USER, HOIST_TEST_REGISTRY_PASSWORD,
 # HOIST_TEST_POSTGRES_URL (a superuser on the `postgres` database; tests create
-# their own databases) and writes them to $HOIST_TEST_STATE/env (default
+# their own databases), HOIST_TEST_POSTGRES_CA (the CA of the cluster's TLS
+# certificate) and writes them to $HOIST_TEST_STATE/env (default
 # ./.hoist-test/env) for `source`.
 # The engine never touches the machine's own Docker: its own data root, exec
 # root, socket, no bridge and no iptables. The tests build and push their
@@ -58,6 +59,7 @@ _testenv_install() {
     command -v docker-registry >/dev/null 2>&1 || missing+=(docker-registry)
     command -v htpasswd >/dev/null 2>&1 || missing+=(apache2-utils)
     command -v ss >/dev/null 2>&1 || missing+=(iproute2)
+    command -v openssl >/dev/null 2>&1 || missing+=(openssl)
     # The dashboard test (tests/dashboard.rs) reads the page through headless Chromium.
     [ -x /usr/bin/chromium ] || missing+=(chromium)
     if ! _testenv_busybox_is_static; then
@@ -209,6 +211,24 @@ _testenv_start_postgres() {
         password=$(head -c 18 /dev/urandom | base64 | tr -dc 'A-Za-z0-9')
         (umask 077 && printf '%s\n' "$password" >"$dir/password")
     fi
+    # TLS: a CA of its own and a server certificate for 127.0.0.1 (tests connect with
+    # sslmode=verify-full and sslrootcert=ca.crt, as users with a private CA would).
+    if [ ! -f "$dir/server.crt" ]; then
+        (
+            cd "$dir" &&
+                openssl req -x509 -newkey rsa:2048 -nodes -days 3650 -subj "/CN=hoist test CA" \
+                    -keyout ca.key -out ca.crt &&
+                openssl req -newkey rsa:2048 -nodes -subj "/CN=127.0.0.1" \
+                    -keyout server.key -out server.csr &&
+                printf 'subjectAltName=IP:127.0.0.1\nbasicConstraints=CA:FALSE\n' >server.ext &&
+                openssl x509 -req -in server.csr -CA ca.crt -CAkey ca.key -CAcreateserial \
+                    -days 3650 -extfile server.ext -out server.crt &&
+                chmod 600 server.key ca.key
+        ) >>"$dir/openssl.log" 2>&1 || {
+            _testenv_log "cannot make the PostgreSQL test certificates; see $dir/openssl.log"
+            return 1
+        }
+    fi
     if [ "$(id -u)" -eq 0 ]; then
         chown -R postgres: "$dir" || return 1
         if ! runuser -u postgres -- test -w "$dir"; then
@@ -234,7 +254,7 @@ _testenv_start_postgres() {
     port=$(_testenv_free_port) || return 1
     # max_connections: every test store is a pool, and tests run two at a time.
     _testenv_pg "$bin/pg_ctl" -D "$dir/data" -l "$dir/postgres.log" -w -t 60 \
-        -o "-c listen_addresses=127.0.0.1 -c port=$port -c unix_socket_directories='$dir/sock' -c max_connections=300" \
+        -o "-c listen_addresses=127.0.0.1 -c port=$port -c unix_socket_directories='$dir/sock' -c max_connections=300 -c ssl=on -c ssl_cert_file='$dir/server.crt' -c ssl_key_file='$dir/server.key'" \
         start >>"$dir/pg_ctl.log" 2>&1 || {
         _testenv_log "PostgreSQL did not start; see $dir/postgres.log"
         tail -n 10 "$dir/postgres.log" >&2
@@ -291,6 +311,7 @@ testenv_up() {
     export HOIST_TEST_REGISTRY_USER="$user"
     export HOIST_TEST_REGISTRY_PASSWORD="$password"
     export HOIST_TEST_POSTGRES_URL="$postgres_url"
+    export HOIST_TEST_POSTGRES_CA="$state/pg/ca.crt"
     {
         printf 'export HOIST_TEST_STATE=%q\n' "$state"
         printf 'export HOIST_TEST_DOCKER_HOST=%q\n' "$HOIST_TEST_DOCKER_HOST"
@@ -299,6 +320,7 @@ testenv_up() {
         printf 'export HOIST_TEST_REGISTRY_USER=%q\n' "$user"
         printf 'export HOIST_TEST_REGISTRY_PASSWORD=%q\n' "$password"
         printf 'export HOIST_TEST_POSTGRES_URL=%q\n' "$postgres_url"
+        printf 'export HOIST_TEST_POSTGRES_CA=%q\n' "$HOIST_TEST_POSTGRES_CA"
     } >"$state/env"
     chmod 600 "$state/env"
     _testenv_log "engine $HOIST_TEST_DOCKER_HOST, registries $anon (anonymous) and $auth (basic auth), PostgreSQL on 127.0.0.1:$(cat "$state/pg/port"); env in $state/env"

@@ -884,6 +884,48 @@ async fn postgres_errors_never_print_the_password() {
     assert!(!err.contains(password), "{err}");
 }
 
+/// A PostgreSQL store over TLS, the server verified against a private CA
+/// (`sslmode=verify-full&sslrootcert=…`); without that CA the same server is refused,
+/// and the error does not quote the password.
+#[tokio::test]
+async fn postgres_over_tls_verifies_the_server() {
+    let Some(db) = TestDb::postgres("tls").await else {
+        return;
+    };
+    let ca = match std::env::var("HOIST_TEST_POSTGRES_CA") {
+        Ok(ca) => ca,
+        Err(_) if std::env::var_os("CI").is_some() => {
+            panic!("HOIST_TEST_POSTGRES_CA is not set: start scripts/testenv.sh")
+        }
+        Err(_) => return,
+    };
+    let mut url = url::Url::parse(&db.url).expect("url");
+    url.query_pairs_mut()
+        .append_pair("sslmode", "verify-full")
+        .append_pair("sslrootcert", &ca);
+    let store = Store::open(url.as_str()).await.expect("TLS store");
+    let mut conn = store.pool().acquire().await.expect("a connection");
+    let tls: bool = sqlx::query_scalar("SELECT ssl FROM pg_stat_ssl WHERE pid = pg_backend_pid()")
+        .fetch_one(&mut *conn)
+        .await
+        .expect("pg_stat_ssl");
+    assert!(tls, "the connection is encrypted");
+    drop(conn);
+    store.close().await;
+
+    let mut unknown_ca = url::Url::parse(&db.url).expect("url");
+    unknown_ca
+        .query_pairs_mut()
+        .append_pair("sslmode", "verify-full");
+    let err = match Store::open(unknown_ca.as_str()).await {
+        Ok(_) => panic!("a server signed by an unknown CA was trusted"),
+        Err(e) => e.to_string(),
+    };
+    assert!(err.contains("invalid peer certificate"), "{err}");
+    let password = url.password().expect("the test URL has a password");
+    assert!(!err.contains(password), "{err}");
+}
+
 #[tokio::test]
 async fn unknown_scheme_is_refused_without_the_url() {
     for url in [
