@@ -381,38 +381,23 @@ async fn hoist_deploy_waits_for_the_run_and_history_lists_it() {
         "{table}"
     );
 
+    // `hoist deploy --project acme/shop --env ENV` and then `more`.
+    let deploy = |env: &str, more: &[&str]| {
+        let args: Vec<&str> = ["deploy", "--project", "acme/shop", "--env", env]
+            .into_iter()
+            .chain(more.iter().copied())
+            .collect();
+        hoist_cli(&story, &args)
+    };
+
     // An unknown environment is a clear refusal, exit 1.
-    let out = hoist_cli(
-        &story,
-        &[
-            "deploy",
-            "--project",
-            "acme/shop",
-            "--env",
-            "nope",
-            "--tag",
-            "v1",
-        ],
-    );
+    let out = deploy("nope", &["--tag", "v1"]);
     assert_eq!(out.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&out.stderr).contains("no environment nope"));
 
     // `--mr` deploys the merge request's head again; the run's ref is its branch, as
     // for `/deploy` on the merge request.
-    let iid = mr.iid.to_string();
-    let out = hoist_cli(
-        &story,
-        &[
-            "deploy",
-            "--project",
-            "acme/shop",
-            "--env",
-            "staging",
-            "--mr",
-            &iid,
-            "--wait",
-        ],
-    );
+    let out = deploy("staging", &["--mr", &mr.iid.to_string(), "--wait"]);
     assert!(
         out.status.success(),
         "{}",
