@@ -13,7 +13,7 @@ use url::{Host, Url};
 
 use crate::cli::CliError;
 use crate::config::{Config, ProjectConfig};
-use crate::gitlab::{GitLab, GitlabError, Hook, HookId, HookSpec};
+use crate::gitlab::{GitLab, GitlabError, HOOK_EVENTS, Hook, HookId, HookSpec};
 
 /// Where hoist receives webhooks, below `server.public_url`.
 pub const HOOK_PATH: &str = "/hooks/gitlab";
@@ -206,30 +206,16 @@ fn changes(hook: &Hook, spec: &HookSpec) -> Vec<Change> {
             to: spec.url.clone(),
         });
     }
-    for (field, have, want) in [
-        (
-            "pipeline events",
-            hook.pipeline_events,
-            spec.pipeline_events,
-        ),
-        (
-            "tag push events",
-            hook.tag_push_events,
-            spec.tag_push_events,
-        ),
-        ("note events", hook.note_events, spec.note_events),
-        (
-            "internal note events",
-            hook.confidential_note_events,
-            spec.confidential_note_events,
-        ),
-        ("job events", hook.job_events, spec.job_events),
-        (
-            "SSL verification",
-            hook.enable_ssl_verification,
-            spec.enable_ssl_verification,
-        ),
-    ] {
+    let events = HOOK_EVENTS
+        .iter()
+        .zip(hook.events().into_iter().zip(spec.events()))
+        .map(|((_, label), (have, want))| (*label, have, want));
+    let ssl = (
+        "SSL verification",
+        hook.enable_ssl_verification,
+        spec.enable_ssl_verification,
+    );
+    for (field, have, want) in events.chain([ssl]) {
         if have != want {
             out.push(Change {
                 field,
@@ -319,18 +305,13 @@ fn row(out: &mut String, label: &str, value: &str) {
 }
 
 fn events(spec: &HookSpec) -> String {
-    [
-        ("pipeline", spec.pipeline_events),
-        ("tag push", spec.tag_push_events),
-        ("note", spec.note_events),
-        ("internal note", spec.confidential_note_events),
-        ("job", spec.job_events),
-    ]
-    .iter()
-    .filter(|(_, on)| *on)
-    .map(|(name, _)| *name)
-    .collect::<Vec<_>>()
-    .join(", ")
+    HOOK_EVENTS
+        .iter()
+        .zip(spec.events())
+        .filter(|(_, on)| *on)
+        .map(|((name, _), _)| *name)
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 fn ssl_text(spec: &HookSpec) -> &'static str {
@@ -561,13 +542,7 @@ pub fn describe(project: &str, public_url: &str, hooks: &[Hook]) -> Result<Strin
                 ),
             );
         }
-        for (label, on) in [
-            ("pipeline events", hook.pipeline_events),
-            ("tag push events", hook.tag_push_events),
-            ("note events", hook.note_events),
-            ("internal note events", hook.confidential_note_events),
-            ("job events", hook.job_events),
-        ] {
+        for ((_, label), on) in HOOK_EVENTS.iter().zip(hook.events()) {
             let value = if on {
                 "on".to_string()
             } else {

@@ -96,17 +96,12 @@ pub fn render_lines(checks: &[Check]) -> String {
 
 /// The events hoist needs that `hook` does not send.
 pub fn missing_events(hook: &Hook) -> Vec<&'static str> {
-    [
-        ("pipeline", hook.pipeline_events),
-        ("tag push", hook.tag_push_events),
-        ("note", hook.note_events),
-        ("internal note", hook.confidential_note_events),
-        ("job", hook.job_events),
-    ]
-    .into_iter()
-    .filter(|(_, on)| !on)
-    .map(|(name, _)| name)
-    .collect()
+    crate::gitlab::HOOK_EVENTS
+        .iter()
+        .zip(hook.events())
+        .filter(|(_, on)| !on)
+        .map(|((name, _), _)| *name)
+        .collect()
 }
 
 /// What runs the checks: the same clients the server uses.

@@ -211,6 +211,15 @@ impl CommitState {
     }
 }
 
+/// The events hoist's hook sends, in the order hoist prints them: (name, label).
+pub const HOOK_EVENTS: [(&str, &str); 5] = [
+    ("pipeline", "pipeline events"),
+    ("tag push", "tag push events"),
+    ("note", "note events"),
+    ("internal note", "internal note events"),
+    ("job", "job events"),
+];
+
 /// A project hook as GitLab reports it (tokens are never returned).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Hook {
@@ -245,7 +254,31 @@ pub struct HookSpec {
     pub enable_ssl_verification: bool,
 }
 
+impl Hook {
+    /// Whether it sends each of [`HOOK_EVENTS`], in that order.
+    pub fn events(&self) -> [bool; 5] {
+        [
+            self.pipeline_events,
+            self.tag_push_events,
+            self.note_events,
+            self.confidential_note_events,
+            self.job_events,
+        ]
+    }
+}
+
 impl HookSpec {
+    /// Whether it asks for each of [`HOOK_EVENTS`], in that order.
+    pub fn events(&self) -> [bool; 5] {
+        [
+            self.pipeline_events,
+            self.tag_push_events,
+            self.note_events,
+            self.confidential_note_events,
+            self.job_events,
+        ]
+    }
+
     /// The events hoist needs (pipeline, tag push, note and internal note, job) for `url`.
     pub fn for_hoist(url: impl Into<String>) -> HookSpec {
         HookSpec {

@@ -339,8 +339,6 @@ pub struct Store {
 }
 
 impl Store {
-    /// Opens and migrates the store at `url`: `sqlite://PATH` (created if missing) or
-    /// `postgres://USER:PASSWORD@HOST[:PORT]/DATABASE` (the database must exist).
     /// The file a `sqlite:` store URL names (None for PostgreSQL, memory, or a bad URL).
     pub fn sqlite_file_of(url: &str) -> Option<std::path::PathBuf> {
         if Backend::of_url(url).ok()? != Backend::Sqlite {
@@ -352,6 +350,8 @@ impl Store {
             .then(|| file.to_path_buf())
     }
 
+    /// Opens and migrates the store at `url`: `sqlite://PATH` (created if missing) or
+    /// `postgres://USER:PASSWORD@HOST[:PORT]/DATABASE` (the database must exist).
     pub async fn open(url: &str) -> Result<Store, StoreError> {
         sqlx::any::install_default_drivers();
         let backend = Backend::of_url(url)?;
