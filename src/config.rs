@@ -143,7 +143,19 @@ pub struct StoreConfig {
     /// How long a replica's claim on work lasts unless renewed (default 15 s): a replica
     /// that dies has its run taken over this long after its last renewal.
     pub lease_seconds: u64,
+    /// How long the raw body of a finished delivery is kept (default 7 days; 0: until the
+    /// next prune). The worker never reads it again; it is kept for inspection.
+    pub keep_bodies_days: u32,
+    /// How long a finished delivery's record, and with it its idempotency key, is kept
+    /// (default 90 days, at least [`MIN_KEEP_DELIVERIES_DAYS`]).
+    pub keep_deliveries_days: u32,
 }
+
+/// The shortest `store.keep_deliveries_days`: a delivery GitLab resends from its hook's
+/// recent events carries its first `Idempotency-Key`, and hoist must still know the key
+/// to answer it as a duplicate instead of acting on it again. GitLab keeps those events
+/// for at most about a month.
+pub const MIN_KEEP_DELIVERIES_DAYS: u32 = 31;
 
 #[derive(Debug, Clone)]
 pub struct GitlabConfig {
@@ -467,6 +479,8 @@ struct RawServer {
 struct RawStore {
     url: Option<String>,
     lease_seconds: Option<u64>,
+    keep_bodies_days: Option<u32>,
+    keep_deliveries_days: Option<u32>,
 }
 
 #[derive(Deserialize)]
@@ -733,12 +747,33 @@ impl Validator<'_> {
         if !(1..=3600).contains(&lease_seconds) {
             return Err(self.err("store.lease_seconds", "must be between 1 and 3600 seconds"));
         }
+        let keep_deliveries_days = raw.store.keep_deliveries_days.unwrap_or(90);
+        if !(MIN_KEEP_DELIVERIES_DAYS..=36_500).contains(&keep_deliveries_days) {
+            return Err(self.err(
+                "store.keep_deliveries_days",
+                format!(
+                    "must be between {MIN_KEEP_DELIVERIES_DAYS} and 36500 days (GitLab may \
+                     resend a delivery for about a month, and hoist must still know its key)"
+                ),
+            ));
+        }
+        let keep_bodies_days = raw.store.keep_bodies_days.unwrap_or(7);
+        if keep_bodies_days > keep_deliveries_days {
+            return Err(self.err(
+                "store.keep_bodies_days",
+                format!(
+                    "must not be longer than store.keep_deliveries_days ({keep_deliveries_days})"
+                ),
+            ));
+        }
         Ok(Config {
             file: self.file.to_path_buf(),
             server,
             store: StoreConfig {
                 url: store_url,
                 lease_seconds,
+                keep_bodies_days,
+                keep_deliveries_days,
             },
             gitlab,
             docker,

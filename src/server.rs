@@ -97,6 +97,12 @@ pub async fn run_with(
     ));
     let checkpoint_task = crate::store::checkpoint::spawn(store.clone(), worker_stop.clone());
     let upkeep_task = crate::metrics::spawn_upkeep(worker_stop.clone());
+    let retention_task = crate::store::retention::spawn(
+        store.clone(),
+        config.store.keep_bodies_days,
+        config.store.keep_deliveries_days,
+        worker_stop.clone(),
+    );
     let engine_tasks = engine.spawn(worker_stop);
 
     let docker = match docker_client(&config.docker.host) {
@@ -134,7 +140,7 @@ pub async fn run_with(
     for task in engine_tasks
         .into_iter()
         .chain(checkpoint_task)
-        .chain([upkeep_task])
+        .chain([upkeep_task, retention_task])
     {
         task.await.context("engine task failed")?;
     }

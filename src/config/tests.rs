@@ -86,6 +86,10 @@ fn full_config_with_defaults() {
     assert_eq!(c.server.listen.to_string(), "0.0.0.0:8080");
     assert_eq!(c.server.max_body_bytes, 26_214_400);
     assert_eq!(c.store.url.expose(), "sqlite://hoist.db");
+    assert_eq!(
+        (c.store.keep_bodies_days, c.store.keep_deliveries_days),
+        (7, 90)
+    );
     assert_eq!(c.gitlab.url, "http://127.0.0.1:9");
     assert_eq!(c.gitlab.token.expose(), "glpat-x");
     assert!(
@@ -121,6 +125,16 @@ fn full_config_with_defaults() {
     assert_eq!(staging.services[0].tag, "{short_sha}");
     assert_eq!(staging.deploy_role, Role::Developer);
     assert_eq!(prod.services[0].platforms[0].to_string(), "linux/arm/v7");
+}
+
+#[test]
+fn retention_may_drop_bodies_at_once_and_keep_records_long() {
+    let text = format!("[store]\nkeep_bodies_days = 0\nkeep_deliveries_days = 3650\n{BASE}");
+    let c = parse(&text).expect("valid retention");
+    assert_eq!(
+        (c.store.keep_bodies_days, c.store.keep_deliveries_days),
+        (0, 3650)
+    );
 }
 
 #[test]
@@ -173,6 +187,21 @@ fn rejections_name_file_key_and_reason() {
         (
             "[gitlab]\nurl = \"http://x\"\ntoken = \"env:GL\"\n[[registries]]\nhost = \"r\"\nusername = \"u\"\npassword = \"file:/missing\"\n",
             "hoist.toml: registries[0].password: cannot read secret file /missing",
+            "",
+        ),
+        (
+            "[store]\nkeep_deliveries_days = 30\n[gitlab]\nurl = \"http://x\"\ntoken = \"env:GL\"\n",
+            "hoist.toml: store.keep_deliveries_days: must be between 31 and 36500 days",
+            "hoist must still know its key",
+        ),
+        (
+            "[store]\nkeep_bodies_days = 60\nkeep_deliveries_days = 40\n[gitlab]\nurl = \"http://x\"\ntoken = \"env:GL\"\n",
+            "hoist.toml: store.keep_bodies_days: must not be longer than store.keep_deliveries_days (40)",
+            "",
+        ),
+        (
+            "[store]\nkeep_bodies_days = -1\n[gitlab]\nurl = \"http://x\"\ntoken = \"env:GL\"\n",
+            "hoist.toml: store.keep_bodies_days:",
             "",
         ),
         ("not toml [", "hoist.toml: not valid TOML", ""),

@@ -10,6 +10,7 @@
 pub mod checkpoint;
 pub mod direct;
 pub mod leases;
+pub mod retention;
 pub mod runs;
 #[cfg(test)]
 pub(crate) mod test_db;

@@ -53,6 +53,7 @@ on_both!(
     bodies_are_packed_and_unpacked_bodies_still_read,
     batch_placeholders_fit_the_backend,
     checkpoints_copy_the_wal_on_sqlite_only,
+    old_finished_deliveries_lose_their_bodies_then_their_records,
 );
 
 async fn open(db: &TestDb) -> Store {
@@ -1299,4 +1300,160 @@ async fn a_backlog_not_kept_in_memory_is_read_back_in_order() {
         assert_eq!(&*d.body, expected, "delivery {i}");
     }
     store.close().await;
+}
+
+/// A delivery received at `at` (and, in order, after every one inserted before it).
+fn delivery_at(key: &str, state: DeliveryState, at: &str) -> NewDelivery {
+    NewDelivery {
+        received_at: at.to_string(),
+        ..delivery(key, state)
+    }
+}
+
+/// Retention: bodies of finished deliveries go after their window, records after theirs
+/// (bodies with them); a queued delivery stays whole however old; a dropped key is new
+/// again, a kept one still a duplicate.
+async fn old_finished_deliveries_lose_their_bodies_then_their_records(db: TestDb) {
+    let store = open(&db).await;
+    // More than one delete chunk of old ones, then one of each case.
+    let bulk: Vec<NewDelivery> = (0..2_345)
+        .map(|i| {
+            delivery_at(
+                &format!("bulk-{i}"),
+                DeliveryState::Queued,
+                "2025-12-01T00:00:00.000Z",
+            )
+        })
+        .collect();
+    let cases = [
+        delivery_at(
+            "old-done",
+            DeliveryState::Queued,
+            "2026-01-01T00:00:00.000Z",
+        ),
+        delivery_at(
+            "old-queued",
+            DeliveryState::Queued,
+            "2026-01-02T00:00:00.000Z",
+        ),
+        delivery_at(
+            "old-ignored",
+            DeliveryState::Ignored,
+            "2026-01-03T00:00:00.000Z",
+        ),
+        delivery_at(
+            "mid-done",
+            DeliveryState::Queued,
+            "2026-03-01T00:00:00.000Z",
+        ),
+        delivery_at(
+            "mid-done",
+            DeliveryState::Queued,
+            "2026-03-02T00:00:00.000Z",
+        ),
+        delivery_at(
+            "new-done",
+            DeliveryState::Queued,
+            "2026-06-01T00:00:00.000Z",
+        ),
+        delivery_at(
+            "new-queued",
+            DeliveryState::Queued,
+            "2026-06-02T00:00:00.000Z",
+        ),
+    ];
+    // One batch each, in order of time (a batch's rows get their ids in key order).
+    let mut ins = store
+        .insert_deliveries(&bulk.iter().collect::<Vec<_>>())
+        .await
+        .expect("insert the bulk");
+    for case in &cases {
+        ins.extend(store.insert_deliveries(&[case]).await.expect("insert"));
+    }
+    let all: Vec<&NewDelivery> = bulk.iter().chain(&cases).collect();
+    let finished: Vec<Finished> = ins
+        .iter()
+        .zip(&all)
+        .filter(|(_, d)| {
+            d.idempotency_key.ends_with("-done") || d.idempotency_key.starts_with("bulk-")
+        })
+        .map(|(i, _)| Finished {
+            id: i.id,
+            state: DeliveryState::Processed,
+            summary: "done",
+            run_id: None,
+        })
+        .collect();
+    let mut tx = store.begin().await.expect("begin");
+    finish_deliveries(&mut tx, &finished, &now_text())
+        .await
+        .expect("finish");
+    tx.commit().await.expect("commit");
+
+    let pruned = store
+        .prune_deliveries("2026-05-01T00:00:00.000Z", "2026-02-01T00:00:00.000Z")
+        .await
+        .expect("prune");
+    // Bodies: the bulk, old-done, old-ignored and mid-done's (its duplicate has none).
+    assert_eq!(
+        pruned,
+        super::retention::Pruned {
+            bodies: 2_345 + 3,
+            deliveries: 2_345 + 2
+        }
+    );
+    let kept: Vec<(String, String, bool)> = sqlx::query(
+        "SELECT d.idempotency_key, d.state, b.delivery_id FROM deliveries d
+         LEFT JOIN delivery_bodies b ON b.delivery_id = d.id ORDER BY d.id",
+    )
+    .fetch_all(store.pool())
+    .await
+    .expect("kept")
+    .iter()
+    .map(|r| {
+        let body: Option<i64> = r.try_get(2)?;
+        Ok((r.try_get(0)?, r.try_get(1)?, body.is_some()))
+    })
+    .collect::<Result<_, sqlx::Error>>()
+    .expect("rows");
+    let expect = |k: &str, s: &str, body: bool| (k.to_string(), s.to_string(), body);
+    assert_eq!(
+        kept,
+        [
+            expect("old-queued", "queued", true),
+            expect("mid-done", "processed", false),
+            expect("mid-done", "duplicate", false),
+            expect("new-done", "processed", true),
+            expect("new-queued", "queued", true),
+        ]
+    );
+    // The old queued delivery is still handed to the worker with its body.
+    let queued = store.queued(10).await.expect("queued");
+    assert_eq!(queued[0].body.as_ref(), "{\"key\":\"old-queued\"}");
+    // Nothing left to drop: a second prune is a no-op.
+    let again = store
+        .prune_deliveries("2026-05-01T00:00:00.000Z", "2026-02-01T00:00:00.000Z")
+        .await
+        .expect("prune again");
+    assert_eq!(again, super::retention::Pruned::default());
+    // A dropped record's key is new again; a kept one's is still a duplicate.
+    let resent = store
+        .insert_deliveries(&[
+            &delivery("old-done", DeliveryState::Queued),
+            &delivery("mid-done", DeliveryState::Queued),
+        ])
+        .await
+        .expect("resend");
+    assert_eq!(resent[0].state, DeliveryState::Queued);
+    assert_eq!(resent[1].state, DeliveryState::Duplicate);
+    // An empty store prunes nothing.
+    let fresh = TestDb::sqlite();
+    let empty = open(&fresh).await;
+    assert_eq!(
+        empty
+            .prune_deliveries("2026-05-01T00:00:00.000Z", "2026-02-01T00:00:00.000Z")
+            .await
+            .expect("empty"),
+        super::retention::Pruned::default()
+    );
 }
