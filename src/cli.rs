@@ -164,6 +164,7 @@ fn run_from_json(v: &serde_json::Value) -> Option<RunRow> {
         steps,
         image: s("image"),
         digest: s("digest"),
+        services: serde_json::from_value(v["services"].clone()).unwrap_or_default(),
         error: s("error"),
         owner: s("owner"),
         created_at: s("created_at")?,

@@ -798,6 +798,140 @@ async fn a_service_changed_by_hand_is_reported_as_drift_until_the_next_deploy() 
     gauge("0").await;
 }
 
+/// An environment of two services with images of their own: the run records each at its
+/// own digest, the dashboard and `/deploy status` show both, and the second is watched
+/// for drift too (runs used to record, show and watch the first image only).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_service_is_recorded_at_its_own_digest_and_watched_for_drift() {
+    use support::fake_gitlab::DEVELOPER;
+    use swarm_support::{Behaviour, OCI_INDEX, Pusher};
+    let duo = r#"
+  [[projects.environments]]
+  name = "duo"
+  policy = "tag"
+  tag_pattern = "duo-*"
+    [[projects.environments.services]]
+    name = "{service}-web"
+    image = "{image}"
+    platforms = ["linux/amd64"]
+    [projects.environments.services.create]
+    replicas = 1
+    [[projects.environments.services]]
+    name = "{service}-side"
+    image = "{image}-side"
+    platforms = ["linux/amd64"]
+    [projects.environments.services.create]
+    replicas = 1
+"#;
+    let Some(story) = Story::start_extra("duo", duo).await else {
+        return;
+    };
+    let world = &story.world;
+    world.add_member("acme/shop", "dave", DEVELOPER);
+    let side_path = format!(
+        "{}-side",
+        story
+            .image
+            .strip_prefix(&format!("{}/", story.env.registry))
+            .expect("image in the test registry")
+    );
+    // The side image comes from elsewhere, with three platforms: its own digest.
+    let pusher = Pusher::anonymous(&story.env.registry);
+    let platforms = ["linux/amd64", "linux/arm64", "linux/arm/v7"];
+    pusher
+        .push_multiarch(&side_path, "duo-1", &platforms, Behaviour::Serve, OCI_INDEX)
+        .await;
+    let t = world.push_tag("acme/shop", "duo-1", true).await;
+    let run = story.finished_run(&t.sha).await;
+    assert_eq!(run["state"], "succeeded", "{run:#}");
+    let recorded: Vec<(String, String, String)> = run["services"]
+        .as_array()
+        .map(|list| {
+            list.iter()
+                .map(|s| {
+                    let field = |k: &str| s[k].as_str().unwrap_or_default().to_string();
+                    (field("service"), field("image"), field("digest"))
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    let (web, side) = (
+        format!("{}-web", story.service),
+        format!("{}-side", story.service),
+    );
+    assert_eq!(
+        recorded.iter().map(|s| (&s.0, &s.1)).collect::<Vec<_>>(),
+        [
+            (&web, &format!("{}:duo-1", story.image)),
+            (&side, &format!("{}-side:duo-1", story.image))
+        ],
+        "{run:#}"
+    );
+    assert_ne!(recorded[0].2, recorded[1].2, "two images, two digests");
+    assert_eq!(
+        run["digest"],
+        recorded[0].2.as_str(),
+        "the first stays in digest"
+    );
+
+    let html = story.get_text("/").await;
+    for (_, image, digest) in &recorded {
+        let pinned = format!("{image}@{digest}");
+        assert!(html.contains(&pinned), "{pinned} on the dashboard:\n{html}");
+    }
+    let mr = world
+        .open_mr("acme/shop", "acme/shop", "feature-duo", "dave")
+        .await;
+    world
+        .comment_on_mr(mr.iid, "dave", "/deploy status duo")
+        .await;
+    world
+        .wait_for(|w| story_support::bot_notes(w, mr.iid).len() == 1)
+        .await;
+    let status = story_support::bot_notes(world, mr.iid).remove(0);
+    for (_, _, digest) in &recorded {
+        assert!(status.contains(&digest[..19]), "{digest} in {status}");
+    }
+
+    // Someone puts another side image in by hand: the side service drifts, the web not.
+    pusher
+        .push_multiarch(
+            &side_path,
+            "hotfix",
+            &platforms[..1],
+            Behaviour::Serve,
+            OCI_INDEX,
+        )
+        .await;
+    story.env.docker(&[
+        "service",
+        "update",
+        "--detach",
+        "--image",
+        &format!("{}-side:hotfix", story.image),
+        &side,
+    ]);
+    let drift = |service: &str, value: &str| {
+        format!("hoist_drift{{project=\"acme/shop\",env=\"duo\",service=\"{service}\"}} {value}")
+    };
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let metrics = story.get_text("/metrics").await;
+        if metrics.lines().any(|l| l == drift(&side, "1")) {
+            assert!(
+                metrics.lines().any(|l| l == drift(&web, "0")),
+                "the web service still runs what hoist deployed:\n{metrics}"
+            );
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no drift of {side} in:\n{metrics}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_registry_that_comes_back_within_the_wait_lets_the_run_go_on() {
     // The edge environment pulls through a port where the registry answers only after 1 s

@@ -44,14 +44,10 @@ pub async fn check(engine: &Engine) {
             let Ok(Some(live)) = engine.store.live_run(&project.path, &env.name).await else {
                 continue;
             };
-            let (Some(image), Some(digest)) = (live.image.as_deref(), live.digest.as_deref())
-            else {
-                continue;
-            };
-            let deployed = format!("{image}@{digest}");
-            let repository = image.rsplit_once(':').map_or(image, |(r, _)| r);
-            // The run records the digest of its first image; services of other images are not judged.
-            for svc in env.services.iter().filter(|s| s.image == repository) {
+            for svc in &env.services {
+                let Some(deployed) = deployed(&live, &svc.name, &svc.image) else {
+                    continue;
+                };
                 let found = match engine.swarm.inspect(&svc.name).await {
                     Ok(Some(service)) => service.image.unwrap_or_default(),
                     Ok(None) => "no such service".to_string(),
@@ -71,4 +67,16 @@ pub async fn check(engine: &Engine) {
             }
         }
     }
+}
+
+/// What `live` deployed as `service` (of repository `repository`): the service's own
+/// recorded image at its digest. A run from before every service was recorded (migration
+/// 0006) has only its first image: it judges the services of that repository alone.
+fn deployed(live: &runs::RunRow, service: &str, repository: &str) -> Option<String> {
+    if !live.services.is_empty() {
+        return live.service(service).map(runs::ServiceImage::pinned);
+    }
+    let (image, digest) = (live.image.as_deref()?, live.digest.as_deref()?);
+    let recorded = image.rsplit_once(':').map_or(image, |(r, _)| r);
+    (recorded == repository).then(|| format!("{image}@{digest}"))
 }

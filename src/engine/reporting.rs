@@ -100,15 +100,24 @@ pub fn env_status(
                 .map(|(i, s)| {
                     // Each service's own tag template, as the run's verify step rendered it.
                     let tag = crate::config::render_tag(&s.tag, &values).unwrap_or_default();
-                    // The run records one image and digest, its first service's: another
-                    // service shows that digest only when it runs the very same image.
-                    let same_image =
-                        i == 0 || run.image.as_deref() == Some(&format!("{}:{tag}", s.image));
+                    let digest = match run.service(&s.name) {
+                        Some(recorded) => Some(recorded.digest.clone()),
+                        // A run from before every service was recorded has its first
+                        // service's digest only: another service shows it only when it
+                        // runs the very same image.
+                        None if run.services.is_empty()
+                            && (i == 0
+                                || run.image.as_deref() == Some(&format!("{}:{tag}", s.image))) =>
+                        {
+                            run.digest.clone()
+                        }
+                        None => None,
+                    };
                     LiveService {
                         name: s.name.clone(),
                         image: s.image.clone(),
                         tag,
-                        digest: run.digest.clone().filter(|_| same_image),
+                        digest,
                         since: run
                             .finished_at
                             .as_deref()
@@ -167,6 +176,7 @@ mod tests {
             steps: Vec::new(),
             image: Some(image.into()),
             digest: Some(digest.into()),
+            services: Vec::new(),
             error: None,
             owner: None,
             created_at: "2026-12-07T10:00:00Z".into(),
@@ -176,8 +186,9 @@ mod tests {
     }
 
     /// `/deploy status` shows each service with its own tag template: the web service
-    /// runs `v1.2.0`, the worker `v1.2.0-0123456`, and only the service whose image the run
-    /// recorded shows its digest.
+    /// runs `v1.2.0`, the worker `v1.2.0-0123456`. A run that recorded every service shows
+    /// each one's digest; one from before that (its first image only) shows the digest of
+    /// that service alone.
     #[test]
     fn each_live_service_shows_its_own_tag() {
         let text = r#"
@@ -204,19 +215,47 @@ webhook_token = "env:W"
         let config =
             Config::parse(std::path::Path::new("hoist.toml"), text, &Secrets).expect("config");
         let project = &config.projects[0];
-        let run = run("registry.example/acme/web:v1.2.0", "sha256:aaaa");
-        let status =
-            env_status(project, "production", Some(&run), &[], &|_| None).expect("the environment");
-        let live: Vec<(&str, &str, Option<&str>)> = status
-            .live
-            .iter()
-            .map(|s| (s.name.as_str(), s.tag.as_str(), s.digest.as_deref()))
-            .collect();
+        let old = run("registry.example/acme/web:v1.2.0", "sha256:aaaa");
+        let mut recorded = old.clone();
+        recorded.services = vec![
+            runs::ServiceImage {
+                service: "web".into(),
+                image: "registry.example/acme/web:v1.2.0".into(),
+                digest: "sha256:aaaa".into(),
+            },
+            runs::ServiceImage {
+                service: "worker".into(),
+                image: "registry.example/acme/worker:v1.2.0-01234567".into(),
+                digest: "sha256:bbbb".into(),
+            },
+        ];
+        let live = |run: &RunRow| -> Vec<(String, String, Option<String>)> {
+            env_status(project, "production", Some(run), &[], &|_| None)
+                .expect("the environment")
+                .live
+                .into_iter()
+                .map(|s| (s.name, s.tag, s.digest))
+                .collect()
+        };
+        let row = |name: &str, tag: &str, digest: Option<&str>| {
+            (
+                name.to_string(),
+                tag.to_string(),
+                digest.map(str::to_string),
+            )
+        };
         assert_eq!(
-            live,
+            live(&old),
             [
-                ("web", "v1.2.0", Some("sha256:aaaa")),
-                ("worker", "v1.2.0-01234567", None)
+                row("web", "v1.2.0", Some("sha256:aaaa")),
+                row("worker", "v1.2.0-01234567", None)
+            ]
+        );
+        assert_eq!(
+            live(&recorded),
+            [
+                row("web", "v1.2.0", Some("sha256:aaaa")),
+                row("worker", "v1.2.0-01234567", Some("sha256:bbbb"))
             ]
         );
     }

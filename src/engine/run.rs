@@ -893,15 +893,20 @@ impl RunCtx<'_> {
             });
             self.images.push(resolved);
         }
-        if let Some(first) = self.images.first() {
+        let recorded: Vec<runs::ServiceImage> = self
+            .env
+            .services
+            .iter()
+            .zip(&self.images)
+            .map(|(svc, image)| runs::ServiceImage {
+                service: svc.name.clone(),
+                image: image.reference(),
+                digest: image.digest.as_str().to_string(),
+            })
+            .collect();
+        if !recorded.is_empty() {
             let mut tx = self.engine.store.begin().await?;
-            runs::set_run_image(
-                &mut tx,
-                self.run.id,
-                &first.reference(),
-                first.digest.as_str(),
-            )
-            .await?;
+            runs::set_run_images(&mut tx, self.run.id, &recorded).await?;
             tx.commit().await.map_err(StoreError::from)?;
         }
         self.end_step("verify", "succeeded", &details.join("; "), began)

@@ -230,14 +230,40 @@ fn environments(out: &mut String, page: &Page) {
     out.push_str("</tbody></table>\n");
 }
 
-/// What an environment runs: the pinned image of its newest succeeded run, since when, by whom, from where.
+/// The images a run deploys with their digests: every service's, or for a run from
+/// before those were recorded, its first image only.
+fn images(run: &RunRow) -> Vec<(&str, Option<&str>)> {
+    if run.services.is_empty() {
+        return run
+            .image
+            .as_deref()
+            .map(|i| (i, run.digest.as_deref()))
+            .into_iter()
+            .collect();
+    }
+    run.services
+        .iter()
+        .map(|s| (s.image.as_str(), Some(s.digest.as_str())))
+        .collect()
+}
+
+/// What an environment runs: the pinned images of its newest succeeded run (one line per
+/// service when it has several), since when, by whom, from where.
 fn live(out: &mut String, page: &Page, run: &RunRow) {
-    let image = run.image.as_deref().unwrap_or("(image not recorded)");
-    let pinned = match &run.digest {
-        Some(d) => format!("{image}@{d}"),
-        None => image.to_string(),
-    };
-    put!(out, "<code class=\"image\">{}</code>", escape(&pinned));
+    let images = images(run);
+    if images.is_empty() {
+        out.push_str("<code class=\"image\">(image not recorded)</code>");
+    }
+    for (i, (image, digest)) in images.iter().enumerate() {
+        if i > 0 {
+            out.push_str("<br>");
+        }
+        let pinned = match digest {
+            Some(d) => format!("{image}@{d}"),
+            None => image.to_string(),
+        };
+        put!(out, "<code class=\"image\">{}</code>", escape(&pinned));
+    }
     if let Some(finished) = &run.finished_at {
         put!(out, "<div>since {}</div>", time(finished, page.now));
     }
@@ -308,15 +334,17 @@ fn recent_runs(out: &mut String, page: &Page) {
             pipeline(page, run)
                 .map(|p| format!(" · {p}"))
                 .unwrap_or_default(),
-            match (&run.image, &run.digest) {
-                (Some(i), Some(d)) => format!(
-                    " · <code>{}@{}</code>",
-                    escape(i),
-                    escape(&report::short_digest(d))
-                ),
-                (Some(i), None) => format!(" · <code>{}</code>", escape(i)),
-                _ => String::new(),
-            },
+            images(run)
+                .into_iter()
+                .map(|(i, d)| match d {
+                    Some(d) => format!(
+                        " · <code>{}@{}</code>",
+                        escape(i),
+                        escape(&report::short_digest(d))
+                    ),
+                    None => format!(" · <code>{}</code>", escape(i)),
+                })
+                .collect::<String>(),
             time(&run.created_at, page.now),
             match total(run, page.now) {
                 Some((_, t)) if run.state != runs::RUNNING => {

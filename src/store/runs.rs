@@ -1,6 +1,6 @@
 //! Runs, their steps and the outbox: the rows the run engine's state machine lives in.
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use sqlx::any::AnyRow;
 // Dynamic SQL here only splices the constant RUN_COLUMNS list; values are always bound.
 use sqlx::{AssertSqlSafe, Row};
@@ -82,6 +82,9 @@ pub struct RunRow {
     pub steps: Vec<StepRow>,
     pub image: Option<String>,
     pub digest: Option<String>,
+    /// Every service the run deploys, at its digest (empty for runs before migration 0006
+    /// and until the verify step resolved them).
+    pub services: Vec<ServiceImage>,
     pub error: Option<String>,
     pub owner: Option<String>,
     pub created_at: String,
@@ -89,7 +92,30 @@ pub struct RunRow {
     pub finished_at: Option<String>,
 }
 
-const RUN_COLUMNS: &str = "id, project, env, trigger, requested_by, requester_id, ref_name, sha, tag, pipeline_id, mr_iid, note_id, reply_internal, state, image, digest, error, owner, created_at, started_at, finished_at";
+/// One service of a run, as its verify step resolved it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ServiceImage {
+    pub service: String,
+    /// The image with its tag (`registry/path:tag`).
+    pub image: String,
+    pub digest: String,
+}
+
+impl ServiceImage {
+    /// `registry/path:tag@sha256:…`, the way Swarm names a pinned image.
+    pub fn pinned(&self) -> String {
+        format!("{}@{}", self.image, self.digest)
+    }
+}
+
+impl RunRow {
+    /// What the run deployed as `service`, if recorded.
+    pub fn service(&self, name: &str) -> Option<&ServiceImage> {
+        self.services.iter().find(|s| s.service == name)
+    }
+}
+
+const RUN_COLUMNS: &str = "id, project, env, trigger, requested_by, requester_id, ref_name, sha, tag, pipeline_id, mr_iid, note_id, reply_internal, state, image, digest, services, error, owner, created_at, started_at, finished_at";
 
 fn run_from(r: &AnyRow) -> Result<RunRow, sqlx::Error> {
     Ok(RunRow {
@@ -110,6 +136,11 @@ fn run_from(r: &AnyRow) -> Result<RunRow, sqlx::Error> {
         steps: Vec::new(),
         image: r.try_get("image")?,
         digest: r.try_get("digest")?,
+        // Written by hoist only; a list it cannot read counts as not recorded.
+        services: r
+            .try_get::<Option<String>, _>("services")?
+            .and_then(|text| serde_json::from_str(&text).ok())
+            .unwrap_or_default(),
         error: r.try_get("error")?,
         owner: r.try_get("owner")?,
         created_at: r.try_get("created_at")?,
@@ -288,16 +319,22 @@ pub async fn set_run_state(
     Ok(())
 }
 
-/// Records the image and digest a run deploys.
-pub async fn set_run_image(
+/// Records the images and digests a run deploys: every service's, and the first's in
+/// `image` and `digest` (what the API and older readers show).
+pub async fn set_run_images(
     conn: &mut Conn,
     run_id: i64,
-    image: &str,
-    digest: &str,
+    services: &[ServiceImage],
 ) -> Result<(), StoreError> {
-    sqlx::query("UPDATE runs SET image = $1, digest = $2 WHERE id = $3")
-        .bind(image)
-        .bind(digest)
+    let Some(first) = services.first() else {
+        return Ok(());
+    };
+    let list = serde_json::to_string(services)
+        .map_err(|e| StoreError::Failed(format!("cannot write the run's images: {e}")))?;
+    sqlx::query("UPDATE runs SET image = $1, digest = $2, services = $3 WHERE id = $4")
+        .bind(&first.image)
+        .bind(&first.digest)
+        .bind(list)
         .bind(run_id)
         .execute(&mut *conn)
         .await?;

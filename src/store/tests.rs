@@ -127,7 +127,7 @@ async fn opens_migrated_and_reopens(db: TestDb) {
             .fetch_all(store.pool())
             .await
             .expect("migrations table");
-    assert_eq!(applied, vec![1, 2, 3, 4, 5]);
+    assert_eq!(applied, vec![1, 2, 3, 4, 5, 6]);
     store
         .insert_deliveries(&[&delivery("k1", DeliveryState::Queued)])
         .await
@@ -442,9 +442,21 @@ async fn steps_and_run_states(db: TestDb) {
     runs::fail_open_step(&mut tx, id, "manifest", "not open: untouched")
         .await
         .expect("fail closed step");
-    runs::set_run_image(&mut tx, id, "registry/acme/shop:v1.0.0", "sha256:abc")
+    let services = [
+        runs::ServiceImage {
+            service: "shop".into(),
+            image: "registry/acme/shop:v1.0.0".into(),
+            digest: "sha256:abc".into(),
+        },
+        runs::ServiceImage {
+            service: "shop-worker".into(),
+            image: "registry/acme/worker:v1.0.0".into(),
+            digest: "sha256:def".into(),
+        },
+    ];
+    runs::set_run_images(&mut tx, id, &services)
         .await
-        .expect("image");
+        .expect("images");
     tx.commit().await.expect("commit");
 
     let row = store.run(id).await.expect("run").expect("exists");
@@ -453,6 +465,13 @@ async fn steps_and_run_states(db: TestDb) {
     assert_eq!(row.finished_at, None);
     assert_eq!(row.image.as_deref(), Some("registry/acme/shop:v1.0.0"));
     assert_eq!(row.digest.as_deref(), Some("sha256:abc"));
+    assert_eq!(row.services, services, "every service, in order");
+    assert_eq!(
+        row.service("shop-worker")
+            .map(runs::ServiceImage::pinned)
+            .as_deref(),
+        Some("registry/acme/worker:v1.0.0@sha256:def")
+    );
     let step = |name: &str| {
         row.steps
             .iter()

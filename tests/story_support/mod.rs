@@ -63,7 +63,8 @@ pub struct Setup {
     /// [`Story::restart`] can SIGKILL and start again on the same store.
     pub binary: bool,
     /// Appended to the config (more environments of acme/shop); `{service}` in it stands
-    /// for the story's service name, `{path}` for its image's repository path.
+    /// for the story's service name, `{image}` for its image (in the test registry) and
+    /// `{path}` for that image's repository path.
     pub extra: String,
     /// Another Docker engine than the test environment's.
     pub docker_host: Option<String>,
@@ -217,6 +218,7 @@ webhook_token = "env:WH"
             registry = env.registry,
         ) + &extra
             .replace("{service}", &service)
+            .replace("{image}", &image)
             .replace("{path}", &path);
         let config_path = dir.path().join("story.toml");
         std::fs::write(&config_path, &text).expect("write config");

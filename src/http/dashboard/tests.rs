@@ -47,6 +47,7 @@ fn run(id: i64, state: &str, tag: &str) -> RunRow {
         steps: unstarted("pending"),
         image: None,
         digest: None,
+        services: Vec::new(),
         error: None,
         owner: Some("hoist-1".into()),
         created_at: "2026-11-28T09:00:00.000Z".into(),
@@ -333,5 +334,46 @@ fn numeric_project_ids_get_no_gitlab_links() {
     assert_eq!(
         project_url(&p, "acme/shop").as_deref(),
         Some("https://gitlab.example.com/acme/shop")
+    );
+}
+
+/// A run that recorded every service shows each one's image at its own digest, in the
+/// environment's row and in the run's facts; one from before shows its first image.
+#[test]
+fn every_service_shows_its_own_image() {
+    let worker = "sha256:9e8d7c6b5a4f3e2d1c0b9a8f7e6d5c4b3a2f1e0d9c8b7a6f5e4d3c2b1a0f9e8d";
+    let both = RunRow {
+        services: vec![
+            runs::ServiceImage {
+                service: "shop".into(),
+                image: format!("{IMAGE}:v1.1.0"),
+                digest: DIGEST.into(),
+            },
+            runs::ServiceImage {
+                service: "shop-worker".into(),
+                image: "registry.example.com/acme/worker:v1.1.0".into(),
+                digest: worker.into(),
+            },
+        ],
+        ..succeeded()
+    };
+    let mut p = page();
+    p.envs[0].live = Some(both.clone());
+    p.recent = vec![both];
+    let html = render(&p);
+    for pinned in [
+        format!("<code class=\"image\">{IMAGE}:v1.1.0@{DIGEST}</code><br>"),
+        format!("<code class=\"image\">registry.example.com/acme/worker:v1.1.0@{worker}</code>"),
+        format!(" · <code>{IMAGE}:v1.1.0@sha256:4f1c2d3e4b5a</code>"),
+        " · <code>registry.example.com/acme/worker:v1.1.0@sha256:9e8d7c6b5a4f</code>".to_string(),
+    ] {
+        assert!(html.contains(&pinned), "{pinned} in\n{html}");
+    }
+    let old = render(&page());
+    assert!(
+        old.contains(&format!(
+            "<code class=\"image\">{IMAGE}:v1.1.0@{DIGEST}</code>"
+        )) && !old.contains("acme/worker"),
+        "{old}"
     );
 }
