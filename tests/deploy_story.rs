@@ -798,6 +798,21 @@ async fn a_service_changed_by_hand_is_reported_as_drift_until_the_next_deploy() 
     gauge("0").await;
 }
 
+/// An extra environment of acme/shop (for [`Story::start_extra`]): tags matching
+/// `tag_pattern` deploy to one replica of each `(service, image)`, for linux/amd64.
+fn tag_env(name: &str, tag_pattern: &str, services: &[(&str, &str)]) -> String {
+    let mut text = format!(
+        "\n  [[projects.environments]]\n  name = \"{name}\"\n  policy = \"tag\"\n  tag_pattern = \"{tag_pattern}\"\n"
+    );
+    for (service, image) in services {
+        text += &format!(
+            "    [[projects.environments.services]]\n    name = \"{service}\"\n    image = \"{image}\"\n    \
+             platforms = [\"linux/amd64\"]\n    [projects.environments.services.create]\n    replicas = 1\n"
+        );
+    }
+    text
+}
+
 /// An environment of two services with images of their own: the run records each at its
 /// own digest, the dashboard and `/deploy status` show both, and the second is watched
 /// for drift too (runs used to record, show and watch the first image only).
@@ -805,25 +820,15 @@ async fn a_service_changed_by_hand_is_reported_as_drift_until_the_next_deploy() 
 async fn every_service_is_recorded_at_its_own_digest_and_watched_for_drift() {
     use support::fake_gitlab::DEVELOPER;
     use swarm_support::{Behaviour, OCI_INDEX, Pusher};
-    let duo = r#"
-  [[projects.environments]]
-  name = "duo"
-  policy = "tag"
-  tag_pattern = "duo-*"
-    [[projects.environments.services]]
-    name = "{service}-web"
-    image = "{image}"
-    platforms = ["linux/amd64"]
-    [projects.environments.services.create]
-    replicas = 1
-    [[projects.environments.services]]
-    name = "{service}-side"
-    image = "{image}-side"
-    platforms = ["linux/amd64"]
-    [projects.environments.services.create]
-    replicas = 1
-"#;
-    let Some(story) = Story::start_extra("duo", duo).await else {
+    let duo = tag_env(
+        "duo",
+        "duo-*",
+        &[
+            ("{service}-web", "{image}"),
+            ("{service}-side", "{image}-side"),
+        ],
+    );
+    let Some(story) = Story::start_extra("duo", &duo).await else {
         return;
     };
     let world = &story.world;
@@ -940,20 +945,8 @@ async fn a_registry_that_comes_back_within_the_wait_lets_the_run_go_on() {
         .and_then(|l| l.local_addr())
         .expect("a free port")
         .port();
-    let edge = format!(
-        r#"
-  [[projects.environments]]
-  name = "edge"
-  policy = "tag"
-  tag_pattern = "edge-*"
-    [[projects.environments.services]]
-    name = "{{service}}-edge"
-    image = "127.0.0.1:{port}/{{path}}"
-    platforms = ["linux/amd64"]
-    [projects.environments.services.create]
-    replicas = 1
-"#
-    );
+    let image = format!("127.0.0.1:{port}/{{path}}");
+    let edge = tag_env("edge", "edge-*", &[("{service}-edge", &image)]);
     let Some(story) = Story::start_extra("regback", &edge).await else {
         return;
     };
@@ -985,19 +978,12 @@ async fn a_registry_that_comes_back_within_the_wait_lets_the_run_go_on() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_registry_that_is_down_fails_the_run_at_verify_with_a_comment_that_says_so() {
     // An environment whose images live on a registry nobody listens on.
-    let edge = r#"
-  [[projects.environments]]
-  name = "edge"
-  policy = "tag"
-  tag_pattern = "edge-*"
-    [[projects.environments.services]]
-    name = "{service}-edge"
-    image = "127.0.0.1:9/hoist-test/edge"
-    platforms = ["linux/amd64"]
-    [projects.environments.services.create]
-    replicas = 1
-"#;
-    let Some(story) = Story::start_extra("regdown", edge).await else {
+    let edge = tag_env(
+        "edge",
+        "edge-*",
+        &[("{service}-edge", "127.0.0.1:9/hoist-test/edge")],
+    );
+    let Some(story) = Story::start_extra("regdown", &edge).await else {
         return;
     };
     let world = &story.world;
