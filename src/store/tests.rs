@@ -981,9 +981,9 @@ fn redaction_cuts_the_password_out_of_any_error() {
 }
 
 /// The migrations existing SQLite stores have applied, as released (1 and 2 at da5173c as
-/// `migrations/000N_*.sql`, 3 with the leases): sqlx stores each one's SHA-384 and refuses
+/// `migrations/000N_*.sql`, 3 with the leases, then 4 to 6 as they shipped): sqlx stores each one's SHA-384 and refuses
 /// to open a store whose files no longer match. New migrations are appended here once shipped.
-const RELEASED_SQLITE_CHECKSUMS: [(i64, &str); 4] = [
+const RELEASED_SQLITE_CHECKSUMS: [(i64, &str); 6] = [
     (
         1,
         "c186b29d71b4fac9d32cba472e47e0bf88211105530dbc431dc2bc7d4a15c3931c6582544c8a01a378916ff18681f245",
@@ -999,6 +999,14 @@ const RELEASED_SQLITE_CHECKSUMS: [(i64, &str); 4] = [
     (
         4,
         "0634e9a2f3c77b13936d1ac57483ec3d433ed78a9ed3d3742702b22007d381469ecf458d9e8338a2d4c865c5743d94fb",
+    ),
+    (
+        5,
+        "41c9a6ee7bfcce92cda92b52735db6b02a89578883e800a7cf5ddf709f41bbeb7e2aca0360bc6bc0a28f719964b865c7",
+    ),
+    (
+        6,
+        "1f304ea8f4ba8606159ebe79cf60f7fc23fd955e225f0a30a802b431532e6a652c7fcf087830e54fe3e39c92d9e0bf44",
     ),
 ];
 
