@@ -8,7 +8,8 @@
 # HOIST_TEST_AUTH_REGISTRY, HOIST_TEST_REGISTRY_USER, HOIST_TEST_REGISTRY_PASSWORD,
 # HOIST_TEST_POSTGRES_URL (a superuser on the `postgres` database; tests create
 # their own databases), HOIST_TEST_POSTGRES_CA (the CA of the cluster's TLS
-# certificate) and writes them to $HOIST_TEST_STATE/env (default
+# certificate; client.crt and client.key beside it are the certificate by which the
+# cluster admits the role hoist_cert) and writes them to $HOIST_TEST_STATE/env (default
 # ./.hoist-test/env) for `source`.
 # The engine never touches the machine's own Docker: its own data root, exec
 # root, socket, no bridge and no iptables. The tests build and push their
@@ -195,6 +196,38 @@ _testenv_pg() {
 # _testenv_start_postgres STATE; prints the superuser's URL.
 # A private cluster under STATE/pg: loopback TCP only, its unix socket inside STATE/pg,
 # password (scram) authentication, so the URL the tests get is the kind users write.
+# The test cluster's TLS files, those missing: a CA of its own and a server certificate
+# for 127.0.0.1 (tests connect with sslmode=verify-full and sslrootcert=ca.crt, as users
+# with a private CA would), and a client certificate for the role hoist_cert, which the
+# cluster admits by that certificate alone.
+_testenv_pg_certs() {
+    local dir=$1
+    (
+        cd "$dir" || exit 1
+        if [ ! -f server.crt ]; then
+            openssl req -x509 -newkey rsa:2048 -nodes -days 3650 -subj "/CN=hoist test CA" \
+                -keyout ca.key -out ca.crt &&
+                openssl req -newkey rsa:2048 -nodes -subj "/CN=127.0.0.1" \
+                    -keyout server.key -out server.csr &&
+                printf 'subjectAltName=IP:127.0.0.1\nbasicConstraints=CA:FALSE\n' >server.ext &&
+                openssl x509 -req -in server.csr -CA ca.crt -CAkey ca.key -CAcreateserial \
+                    -days 3650 -extfile server.ext -out server.crt &&
+                chmod 600 server.key ca.key || exit 1
+        fi
+        if [ ! -f client.crt ]; then
+            openssl req -newkey rsa:2048 -nodes -subj "/CN=hoist_cert" \
+                -keyout client.key -out client.csr &&
+                printf 'basicConstraints=CA:FALSE\nextendedKeyUsage=clientAuth\n' >client.ext &&
+                openssl x509 -req -in client.csr -CA ca.crt -CAkey ca.key -CAcreateserial \
+                    -days 3650 -extfile client.ext -out client.crt &&
+                chmod 600 client.key || exit 1
+        fi
+    ) >>"$dir/openssl.log" 2>&1 || {
+        _testenv_log "cannot make the PostgreSQL test certificates; see $dir/openssl.log"
+        return 1
+    }
+}
+
 _testenv_start_postgres() {
     local state=$1
     local dir="$state/pg" bin
@@ -211,24 +244,7 @@ _testenv_start_postgres() {
         password=$(head -c 18 /dev/urandom | base64 | tr -dc 'A-Za-z0-9')
         (umask 077 && printf '%s\n' "$password" >"$dir/password")
     fi
-    # TLS: a CA of its own and a server certificate for 127.0.0.1 (tests connect with
-    # sslmode=verify-full and sslrootcert=ca.crt, as users with a private CA would).
-    if [ ! -f "$dir/server.crt" ]; then
-        (
-            cd "$dir" &&
-                openssl req -x509 -newkey rsa:2048 -nodes -days 3650 -subj "/CN=hoist test CA" \
-                    -keyout ca.key -out ca.crt &&
-                openssl req -newkey rsa:2048 -nodes -subj "/CN=127.0.0.1" \
-                    -keyout server.key -out server.csr &&
-                printf 'subjectAltName=IP:127.0.0.1\nbasicConstraints=CA:FALSE\n' >server.ext &&
-                openssl x509 -req -in server.csr -CA ca.crt -CAkey ca.key -CAcreateserial \
-                    -days 3650 -extfile server.ext -out server.crt &&
-                chmod 600 server.key ca.key
-        ) >>"$dir/openssl.log" 2>&1 || {
-            _testenv_log "cannot make the PostgreSQL test certificates; see $dir/openssl.log"
-            return 1
-        }
-    fi
+    _testenv_pg_certs "$dir" || return 1
     if [ "$(id -u)" -eq 0 ]; then
         chown -R postgres: "$dir" || return 1
         if ! runuser -u postgres -- test -w "$dir"; then
@@ -251,10 +267,14 @@ _testenv_start_postgres() {
             return 1
         }
     fi
+    # hoist_cert connects with its client certificate alone (checked against ssl_ca_file).
+    if ! grep -q '^hostssl all hoist_cert ' "$dir/data/pg_hba.conf"; then
+        sed -i '1i hostssl all hoist_cert 127.0.0.1/32 cert' "$dir/data/pg_hba.conf" || return 1
+    fi
     port=$(_testenv_free_port) || return 1
     # max_connections: every test store is a pool, and tests run two at a time.
     _testenv_pg "$bin/pg_ctl" -D "$dir/data" -l "$dir/postgres.log" -w -t 60 \
-        -o "-c listen_addresses=127.0.0.1 -c port=$port -c unix_socket_directories='$dir/sock' -c max_connections=300 -c ssl=on -c ssl_cert_file='$dir/server.crt' -c ssl_key_file='$dir/server.key'" \
+        -o "-c listen_addresses=127.0.0.1 -c port=$port -c unix_socket_directories='$dir/sock' -c max_connections=300 -c ssl=on -c ssl_cert_file='$dir/server.crt' -c ssl_key_file='$dir/server.key' -c ssl_ca_file='$dir/ca.crt'" \
         start >>"$dir/pg_ctl.log" 2>&1 || {
         _testenv_log "PostgreSQL did not start; see $dir/postgres.log"
         tail -n 10 "$dir/postgres.log" >&2

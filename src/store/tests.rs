@@ -943,6 +943,71 @@ async fn postgres_over_tls_verifies_the_server() {
     assert!(!err.contains(password), "{err}");
 }
 
+/// A PostgreSQL role admitted by its client certificate alone (`cert` in pg_hba.conf):
+/// hoist presents it with `sslcert` and `sslkey` (no password in the URL), and without
+/// them the server turns it away.
+#[tokio::test]
+async fn postgres_client_certificates_are_presented() {
+    use sqlx::Connection;
+    let Some(db) = TestDb::postgres("clientcert").await else {
+        return;
+    };
+    let ca = std::env::var("HOIST_TEST_POSTGRES_CA")
+        .expect("HOIST_TEST_POSTGRES_CA names the test cluster's CA: start scripts/testenv.sh");
+    let dir = Path::new(&ca).parent().expect("the CA's directory");
+    // scripts/testenv.sh admits hoist_cert by certificate; it owns this test's database.
+    let name = url::Url::parse(&db.url).expect("url").path()[1..].to_string();
+    let mut admin = sqlx::PgConnection::connect(&db.url).await.expect("admin");
+    sqlx::raw_sql(
+        "DO $$ BEGIN CREATE ROLE hoist_cert LOGIN; EXCEPTION WHEN duplicate_object THEN NULL; END $$",
+    )
+    .execute(&mut admin)
+    .await
+    .expect("the role");
+    sqlx::raw_sql(sqlx::AssertSqlSafe(format!(
+        "ALTER DATABASE \"{name}\" OWNER TO hoist_cert"
+    )))
+    .execute(&mut admin)
+    .await
+    .expect("its database");
+    let _ = admin.close().await;
+
+    let mut url = url::Url::parse(&db.url).expect("url");
+    url.set_username("hoist_cert").expect("user");
+    url.set_password(None).expect("no password");
+    url.query_pairs_mut()
+        .append_pair("sslmode", "verify-full")
+        .append_pair("sslrootcert", &ca);
+    let without = url.clone();
+    url.query_pairs_mut()
+        .append_pair("sslcert", &dir.join("client.crt").to_string_lossy())
+        .append_pair("sslkey", &dir.join("client.key").to_string_lossy());
+    let store = Store::open(url.as_str())
+        .await
+        .expect("the store, by certificate");
+    let (user, client): (String, Option<String>) = sqlx::query_as(
+        "SELECT current_user::TEXT, client_dn FROM pg_stat_ssl WHERE pid = pg_backend_pid()",
+    )
+    .fetch_one(store.pool())
+    .await
+    .expect("who");
+    assert_eq!(
+        (user.as_str(), client.as_deref()),
+        ("hoist_cert", Some("/CN=hoist_cert"))
+    );
+    store
+        .insert_deliveries(&[&delivery("by-cert", DeliveryState::Queued)])
+        .await
+        .expect("a write");
+    store.close().await;
+
+    let err = match Store::open(without.as_str()).await {
+        Ok(_) => panic!("admitted without its certificate"),
+        Err(e) => e.to_string(),
+    };
+    assert!(err.contains("certificate"), "{err}");
+}
+
 #[tokio::test]
 async fn unknown_scheme_is_refused_without_the_url() {
     for url in [
