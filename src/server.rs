@@ -94,6 +94,7 @@ pub async fn run_with(
         engine.clone(),
         committed.clone(),
         worker_stop.clone(),
+        writer.finisher(),
     ));
     let checkpoint_task = crate::store::checkpoint::spawn(store.clone(), worker_stop.clone());
     let upkeep_task = crate::metrics::spawn_upkeep(worker_stop.clone());

@@ -33,7 +33,9 @@ use std::sync::{Arc, Mutex};
 
 use rusqlite::{Connection, params};
 
-use super::{DUPLICATE_SUMMARY, DeliveryState, Inserted, NewDelivery, QueuedDelivery, StoreError};
+use super::{
+    DUPLICATE_SUMMARY, DeliveryState, Done, Inserted, NewDelivery, QueuedDelivery, StoreError,
+};
 
 /// Opens a direct connection to the (already migrated) store file, set up as the pool's are.
 fn open(path: &Path) -> Result<Connection, StoreError> {
@@ -204,6 +206,10 @@ fn read_bodies(conn: &Connection, ids: &[i64]) -> rusqlite::Result<HashMap<i64, 
     Ok(out)
 }
 
+/// What became of one group of finished deliveries in an intake transaction: how many
+/// were still queued and changed, or why the group failed.
+pub type Marked = Result<u64, String>;
+
 /// The intake's own connection to the store file.
 pub struct SqliteIntake {
     conn: Connection,
@@ -221,8 +227,17 @@ impl SqliteIntake {
     /// Answers in the batch's order. A key already stored, or repeated within the
     /// batch, makes that copy a `duplicate` row. The caller holds the process's write
     /// turn ([`super::Store::turn`]).
-    pub fn insert(&mut self, batch: &[&NewDelivery]) -> Result<Vec<Inserted>, StoreError> {
-        let tx = self
+    ///
+    /// In the same transaction it marks the worker's finished deliveries (`done`, one
+    /// group per request of the worker's), each group under a savepoint of its own, so
+    /// one that fails costs neither the batch nor the other groups. Answers, per group,
+    /// how many of its deliveries were still queued (only those change), or why it failed.
+    pub fn insert(
+        &mut self,
+        batch: &[&NewDelivery],
+        done: &[&[Done]],
+    ) -> Result<(Vec<Inserted>, Vec<Marked>), StoreError> {
+        let mut tx = self
             .conn
             .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
         let mut out = Vec::with_capacity(batch.len());
@@ -267,8 +282,16 @@ impl SqliteIntake {
                 });
             }
         }
+        let now = super::now_text();
+        let counts = done
+            .iter()
+            .map(|group| {
+                finish_group(&mut tx, group, &now)
+                    .map_err(|e| format!("cannot mark finished deliveries: {e}"))
+            })
+            .collect();
         tx.commit()?;
-        Ok(out)
+        Ok((out, counts))
     }
 
     /// The connection's `PRAGMA synchronous` (1 is `NORMAL`), for tests.
@@ -277,6 +300,27 @@ impl SqliteIntake {
             .conn
             .query_row("PRAGMA synchronous", [], |r| r.get(0))?)
     }
+}
+
+/// Marks one group of finished deliveries under a savepoint (rolled back on failure).
+fn finish_group(
+    tx: &mut rusqlite::Transaction<'_>,
+    group: &[Done],
+    now: &str,
+) -> rusqlite::Result<u64> {
+    let sp = tx.savepoint()?;
+    let mut changed = 0;
+    {
+        let mut update = sp.prepare_cached(
+            "UPDATE deliveries SET state = ?1, summary = ?2, run_id = NULL, processed_at = ?3
+             WHERE id = ?4 AND state = 'queued'",
+        )?;
+        for d in group {
+            changed += update.execute(params![d.state.as_str(), d.summary, now, d.id])? as u64;
+        }
+    }
+    sp.commit()?;
+    Ok(changed)
 }
 
 /// Makes every commit that returned before this call durable: `fdatasync` of the log.

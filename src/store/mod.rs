@@ -707,6 +707,16 @@ async fn insert_duplicate(conn: &mut Conn, d: &NewDelivery) -> Result<Inserted, 
     })
 }
 
+/// A delivery the worker finished with no effect but its own record (no run, no GitLab
+/// write): its new state and summary, for the intake's transaction to mark
+/// ([`direct::SqliteIntake::insert`]).
+#[derive(Debug, Clone)]
+pub struct Done {
+    pub id: i64,
+    pub state: DeliveryState,
+    pub summary: String,
+}
+
 /// What the worker made of one delivery.
 #[derive(Debug, Clone)]
 pub struct Finished<'a> {

@@ -1208,7 +1208,9 @@ async fn sqlite_intake_connection_dedupes_and_the_pool_reads_its_rows() {
         delivery("in-b", DeliveryState::Queued),
     );
     let ignored = delivery("in-c", DeliveryState::Ignored);
-    let first = intake.insert(&[&a, &b, &a, &ignored]).expect("first batch");
+    let (first, _) = intake
+        .insert(&[&a, &b, &a, &ignored], &[])
+        .expect("first batch");
     let states: Vec<DeliveryState> = first.iter().map(|i| i.state).collect();
     assert_eq!(
         states,
@@ -1220,7 +1222,7 @@ async fn sqlite_intake_connection_dedupes_and_the_pool_reads_its_rows() {
         ]
     );
     assert!(first.windows(2).all(|w| w[0].id < w[1].id), "{first:?}");
-    let second = intake.insert(&[&b]).expect("second batch");
+    let (second, _) = intake.insert(&[&b], &[]).expect("second batch");
     assert_eq!(second[0].state, DeliveryState::Duplicate);
     sync_wal(&store.wal().expect("a log")).expect("sync the log");
 
@@ -1237,6 +1239,76 @@ async fn sqlite_intake_connection_dedupes_and_the_pool_reads_its_rows() {
         .map(|r| r.summary.as_deref().unwrap_or(""))
         .collect();
     assert_eq!(duplicates, [super::DUPLICATE_SUMMARY; 2]);
+    store.close().await;
+}
+
+/// The worker's finished deliveries ride along in an intake transaction: only queued
+/// ones change (a second mark, a duplicate's or an unknown id's changes nothing), each
+/// group counted on its own, together with the batch's new rows.
+#[tokio::test]
+async fn sqlite_intake_marks_finished_deliveries_with_its_batch() {
+    use super::Done;
+    use super::direct::SqliteIntake;
+    let db = TestDb::sqlite();
+    let store = open(&db).await;
+    let file = store.sqlite_file().expect("a SQLite file").to_path_buf();
+    let mut intake = SqliteIntake::open(&file).expect("intake connection");
+    let (a, b) = (
+        delivery("mark-a", DeliveryState::Queued),
+        delivery("mark-b", DeliveryState::Queued),
+    );
+    let (first, marked) = intake.insert(&[&a, &b, &a], &[]).expect("first batch");
+    assert!(marked.is_empty());
+    let done = |id: i64, summary: &str| Done {
+        id,
+        state: DeliveryState::Processed,
+        summary: summary.to_string(),
+    };
+    let c = delivery("mark-c", DeliveryState::Queued);
+    let groups = [
+        vec![
+            done(first[0].id, "tag v1 created"),
+            done(first[2].id, "a duplicate"),
+        ],
+        vec![
+            done(first[1].id, "pipeline 42"),
+            done(first[0].id, "again"),
+            done(9_999, "none"),
+        ],
+    ];
+    let group_refs: Vec<&[Done]> = groups.iter().map(Vec::as_slice).collect();
+    let (new, marked) = intake.insert(&[&c], &group_refs).expect("second batch");
+    assert_eq!(marked, [Ok(1), Ok(1)]);
+    assert_eq!(new[0].state, DeliveryState::Queued);
+    let rows = store.deliveries(None, 10).await.expect("deliveries");
+    let by_id = |id: i64| rows.iter().find(|r| r.id == id).expect("row");
+    assert_eq!(
+        (
+            by_id(first[0].id).state,
+            by_id(first[0].id).summary.as_deref()
+        ),
+        (DeliveryState::Processed, Some("tag v1 created"))
+    );
+    assert_eq!(by_id(first[1].id).state, DeliveryState::Processed);
+    assert_eq!(
+        by_id(first[2].id).summary.as_deref(),
+        Some(super::DUPLICATE_SUMMARY)
+    );
+    let queued: Vec<i64> = store
+        .queued(10)
+        .await
+        .expect("queued")
+        .iter()
+        .map(|q| q.id)
+        .collect();
+    assert_eq!(queued, [new[0].id]);
+    // Marks alone, with no delivery to store, are a transaction of their own.
+    let (none, marked) = intake
+        .insert(&[], &[&[done(new[0].id, "tag v2 created")]])
+        .expect("marks alone");
+    assert!(none.is_empty());
+    assert_eq!(marked, [Ok(1)]);
+    assert!(store.queued(10).await.expect("queued").is_empty());
     store.close().await;
 }
 
@@ -1257,7 +1329,7 @@ async fn a_store_made_with_another_page_size_keeps_it_and_works() {
     let store = open(&db).await;
     let mut intake = super::direct::SqliteIntake::open(Path::new(&file)).expect("intake");
     let fresh = delivery("old-page-size", DeliveryState::Queued);
-    let inserted = intake.insert(&[&fresh]).expect("insert");
+    let (inserted, _) = intake.insert(&[&fresh], &[]).expect("insert");
     assert_eq!(inserted[0].state, DeliveryState::Queued);
     let page_size: i64 = sqlx::query_scalar("PRAGMA page_size")
         .fetch_one(store.pool())

@@ -8,6 +8,10 @@
 //! batch committed meanwhile and then answers them, and goes on with the next batch,
 //! so SQLite's one write lock is never held across an fsync. On PostgreSQL a task
 //! commits each batch through the pool (the server syncs at commit).
+//!
+//! On SQLite the worker hands it the deliveries it finished with no other effect
+//! ([`Finisher`]); they are marked in the next batch's transaction, which is answered
+//! after the same sync.
 
 use std::sync::Arc;
 use std::sync::mpsc as std_mpsc;
@@ -16,8 +20,8 @@ use tokio::runtime::Handle;
 use tokio::sync::{Notify, mpsc, oneshot};
 use tokio::task::JoinHandle;
 
-use crate::store::direct::{SqliteIntake, sync_wal};
-use crate::store::{DeliveryState, Inserted, NewDelivery, Store, StoreError};
+use crate::store::direct::{Marked, SqliteIntake, sync_wal};
+use crate::store::{DeliveryState, Done, Inserted, NewDelivery, Store, StoreError};
 
 /// The most deliveries one transaction takes.
 const MAX_BATCH: usize = 512;
@@ -25,6 +29,18 @@ const MAX_BATCH: usize = 512;
 struct Job {
     delivery: NewDelivery,
     reply: oneshot::Sender<Result<Inserted, WriteError>>,
+}
+
+/// Deliveries to mark done in the intake's next transaction.
+struct Finish {
+    done: Vec<Done>,
+    reply: oneshot::Sender<Result<u64, WriteError>>,
+}
+
+/// What the writer is handed: a delivery to store, or finished ones to mark.
+enum Work {
+    Deliver(Job),
+    Finish(Finish),
 }
 
 #[derive(Debug, Clone, thiserror::Error)]
@@ -41,7 +57,7 @@ type SyncFn = fn(&std::path::Path) -> std::io::Result<()>;
 /// The sending side; cloned into every request handler.
 #[derive(Clone)]
 pub struct Writer {
-    tx: mpsc::Sender<Job>,
+    tx: mpsc::Sender<Work>,
     /// Whether a delivery's text is used (`NewDelivery::text`): only by the SQLite writer.
     keeps_text: bool,
 }
@@ -97,17 +113,49 @@ impl Writer {
     pub async fn write(&self, delivery: NewDelivery) -> Result<Inserted, WriteError> {
         let (reply, answer) = oneshot::channel();
         self.tx
-            .send(Job { delivery, reply })
+            .send(Work::Deliver(Job { delivery, reply }))
             .await
             .map_err(|_| WriteError::Closed)?;
+        answer.await.map_err(|_| WriteError::Closed)?
+    }
+
+    /// A handle by which the worker marks deliveries done in the intake's own
+    /// transactions (SQLite only); it does not keep the writer from ending.
+    pub fn finisher(&self) -> Option<Finisher> {
+        self.keeps_text.then(|| Finisher(self.tx.downgrade()))
+    }
+}
+
+/// The worker's way into the SQLite writer ([`Writer::finisher`]).
+#[derive(Clone)]
+pub struct Finisher(mpsc::WeakSender<Work>);
+
+impl Finisher {
+    /// Marks `done` (still queued ones only) in the intake's next transaction; returns
+    /// how many changed, once the log holding them is synced.
+    pub async fn finish(&self, done: Vec<Done>) -> Result<u64, WriteError> {
+        let tx = self.0.upgrade().ok_or(WriteError::Closed)?;
+        let (reply, answer) = oneshot::channel();
+        tx.send(Work::Finish(Finish { done, reply }))
+            .await
+            .map_err(|_| WriteError::Closed)?;
+        drop(tx);
         answer.await.map_err(|_| WriteError::Closed)?
     }
 }
 
 /// The PostgreSQL writer: each batch commits (and syncs) through the pool.
-async fn write_loop(store: Store, mut rx: mpsc::Receiver<Job>, committed: Arc<Notify>) {
-    let mut jobs = Vec::with_capacity(MAX_BATCH);
-    while rx.recv_many(&mut jobs, MAX_BATCH).await > 0 {
+async fn write_loop(store: Store, mut rx: mpsc::Receiver<Work>, committed: Arc<Notify>) {
+    let mut work = Vec::with_capacity(MAX_BATCH);
+    while rx.recv_many(&mut work, MAX_BATCH).await > 0 {
+        let (mut jobs, finishes) = split(std::mem::take(&mut work));
+        for f in finishes {
+            // Never sent here ([`Writer::finisher`] is SQLite's): the worker commits its own.
+            let _ = f.reply.send(Err(WriteError::Closed));
+        }
+        if jobs.is_empty() {
+            continue;
+        }
         let batch: Vec<&NewDelivery> = jobs.iter().map(|j| &j.delivery).collect();
         let result = store.insert_deliveries(&batch).await;
         drop(batch);
@@ -125,6 +173,20 @@ async fn write_loop(store: Store, mut rx: mpsc::Receiver<Job>, committed: Arc<No
 struct Committed {
     jobs: Vec<Job>,
     inserted: Vec<Inserted>,
+    finished: Vec<(Finish, Marked)>,
+}
+
+/// Deliveries to store and finished ones to mark, apart.
+fn split(work: Vec<Work>) -> (Vec<Job>, Vec<Finish>) {
+    let mut jobs = Vec::with_capacity(work.len());
+    let mut finishes = Vec::new();
+    for w in work {
+        match w {
+            Work::Deliver(job) => jobs.push(job),
+            Work::Finish(f) => finishes.push(f),
+        }
+    }
+    (jobs, finishes)
 }
 
 /// The SQLite writer, on a thread of its own: gather, take the write turn, commit
@@ -133,7 +195,7 @@ fn sqlite_loop(
     store: Store,
     file: &std::path::Path,
     wal: Arc<std::path::Path>,
-    mut rx: mpsc::Receiver<Job>,
+    mut rx: mpsc::Receiver<Work>,
     committed: Arc<Notify>,
     runtime: Handle,
     sync: SyncFn,
@@ -150,26 +212,28 @@ fn sqlite_loop(
         }
     };
     let mut intake: Option<SqliteIntake> = None;
-    let mut jobs = Vec::with_capacity(MAX_BATCH);
-    while let Some(job) = rx.blocking_recv() {
-        jobs.push(job);
-        while jobs.len() < MAX_BATCH {
+    let mut work = Vec::with_capacity(MAX_BATCH);
+    while let Some(first) = rx.blocking_recv() {
+        work.push(first);
+        while work.len() < MAX_BATCH {
             match rx.try_recv() {
-                Ok(job) => jobs.push(job),
+                Ok(w) => work.push(w),
                 Err(_) => break,
             }
         }
+        let (jobs, finishes) = split(std::mem::take(&mut work));
         let result = if syncer.is_none() {
             Err(StoreError::Closed)
         } else {
-            commit(&store, file, &mut intake, &jobs, &runtime)
+            commit(&store, file, &mut intake, &jobs, &finishes, &runtime)
         };
         match result {
-            Ok(inserted) => {
+            Ok((inserted, counts)) => {
                 stored(&inserted, &committed);
                 let batch = Committed {
-                    jobs: std::mem::take(&mut jobs),
+                    jobs,
                     inserted,
+                    finished: finishes.into_iter().zip(counts).collect(),
                 };
                 if let Err(std_mpsc::SendError(batch)) = to_syncer.send(batch) {
                     refuse(batch.jobs, &StoreError::Closed);
@@ -178,7 +242,10 @@ fn sqlite_loop(
             Err(e) => {
                 // A connection that failed may be broken: the next batch opens a new one.
                 intake = None;
-                refuse(std::mem::take(&mut jobs), &e);
+                refuse(jobs, &e);
+                for f in finishes {
+                    let _ = f.reply.send(Err(WriteError::Store(e.to_string())));
+                }
             }
         }
     }
@@ -196,8 +263,9 @@ fn commit(
     file: &std::path::Path,
     intake: &mut Option<SqliteIntake>,
     jobs: &[Job],
+    finishes: &[Finish],
     runtime: &Handle,
-) -> Result<Vec<Inserted>, StoreError> {
+) -> Result<(Vec<Inserted>, Vec<Marked>), StoreError> {
     if store.is_closed() {
         return Err(StoreError::Closed);
     }
@@ -207,7 +275,8 @@ fn commit(
         None => intake.insert(SqliteIntake::open(file)?),
     };
     let batch: Vec<&NewDelivery> = jobs.iter().map(|j| &j.delivery).collect();
-    let inserted = conn.insert(&batch)?;
+    let done: Vec<&[Done]> = finishes.iter().map(|f| f.done.as_slice()).collect();
+    let (inserted, counts) = conn.insert(&batch, &done)?;
     store.recent().keep(
         batch
             .iter()
@@ -215,7 +284,7 @@ fn commit(
             .filter(|(_, ins)| ins.state == DeliveryState::Queued)
             .filter_map(|(d, ins)| Some((ins.id, d.text.clone()?))),
     );
-    Ok(inserted)
+    Ok((inserted, counts))
 }
 
 /// Syncs the log once for every batch committed since the last sync, then answers them.
@@ -226,20 +295,29 @@ fn sync_loop(wal: &std::path::Path, rx: std_mpsc::Receiver<Committed>, sync: Syn
             Ok(()) => {
                 for batch in group {
                     answer(batch.jobs, batch.inserted);
+                    for (f, marked) in batch.finished {
+                        let _ = f.reply.send(marked.map_err(WriteError::Store));
+                    }
                 }
             }
             Err(e) => {
                 let e = StoreError::Failed(format!("cannot sync the write-ahead log: {e}"));
                 for batch in group {
                     refuse(batch.jobs, &e);
+                    for (f, _) in batch.finished {
+                        let _ = f.reply.send(Err(WriteError::Store(e.to_string())));
+                    }
                 }
             }
         }
     }
 }
 
-/// Counts a committed batch's queued deliveries and wakes the worker.
+/// Counts a committed batch's queued deliveries and wakes the worker (if there were any).
 fn stored(inserted: &[Inserted], committed: &Notify) {
+    if inserted.is_empty() {
+        return;
+    }
     crate::metrics::queue_changed(
         inserted
             .iter()
@@ -256,6 +334,9 @@ fn answer(jobs: Vec<Job>, inserted: Vec<Inserted>) {
 }
 
 fn refuse(jobs: Vec<Job>, e: &StoreError) {
+    if jobs.is_empty() {
+        return;
+    }
     tracing::error!(error = %e, batch = jobs.len(), "cannot persist deliveries; answering 503");
     let msg = e.to_string();
     for job in jobs {
@@ -333,6 +414,30 @@ mod tests {
             );
         }
         assert_eq!(SLOW_SYNCS.load(Ordering::SeqCst), 2, "one sync per group");
+        store.close().await;
+    }
+
+    /// The worker's finished deliveries go through the writer: marked once the log holding
+    /// them is synced, only while queued; with every `Writer` gone the finisher says so
+    /// (the worker then commits its own transaction).
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn the_finisher_marks_through_the_writer_until_the_writer_is_gone() {
+        let (_db, store, writer) = sqlite_writer(sync_wal).await;
+        let finisher = writer.finisher().expect("SQLite writers have one");
+        let stored = writer.write(delivery("fin-1")).await.expect("write");
+        let done = vec![Done {
+            id: stored.id,
+            state: DeliveryState::Processed,
+            summary: "tag v1 created".into(),
+        }];
+        assert_eq!(finisher.finish(done.clone()).await.expect("finish"), 1);
+        assert_eq!(finisher.finish(done.clone()).await.expect("again"), 0);
+        assert_eq!(store.queue_depth().await.expect("depth"), 0);
+        drop(writer);
+        assert!(matches!(
+            finisher.finish(done).await,
+            Err(WriteError::Closed)
+        ));
         store.close().await;
     }
 
