@@ -12,8 +12,8 @@
 //! Age is judged by `received_at`, which grows with the id (both are assigned at
 //! intake). So the oldest deliveries are found by a binary search over ids (a lookup
 //! by primary key per step, no index on time, nothing more for the intake to write)
-//! and dropped in id ranges of [`CHUNK`], one short transaction each, so the intake's
-//! writes never wait long behind a prune. Should the clock have been set back, a
+//! and dropped in id ranges of [`CHUNK`], one short transaction each with a pause
+//! after it, so the intake's writes never wait long behind a prune. Should the clock have been set back, a
 //! delivery received in that gap goes a little early or late with its neighbours.
 
 use std::time::Duration;
@@ -26,6 +26,10 @@ use super::{Store, StoreError};
 
 /// Ids per delete transaction.
 const CHUNK: i64 = 1000;
+
+/// The pause between two delete transactions: the checkpoint task copies each one's
+/// pages meanwhile, so a large first prune does not grow the log by hundreds of MB.
+const BREATHER: Duration = Duration::from_millis(20);
 
 /// How often the task prunes; the first prune runs a minute after start.
 const PERIOD: Duration = Duration::from_secs(3600);
@@ -118,6 +122,7 @@ impl Store {
                 .rows_affected();
             tx.commit().await?;
             from = high;
+            tokio::time::sleep(BREATHER).await;
         }
     }
 }
