@@ -13,8 +13,9 @@
 //! intake). So the oldest deliveries are found by a binary search over ids (a lookup
 //! by primary key per step, no index on time, nothing more for the intake to write)
 //! and dropped in id ranges of [`CHUNK`], one short transaction each with a pause
-//! after it, so the intake's writes never wait long behind a prune. Should the clock have been set back, a
-//! delivery received in that gap goes a little early or late with its neighbours.
+//! after it, so the intake's writes never wait long behind a prune. Should the clock
+//! have been set back, a delivery received in that gap goes a little early or late with
+//! its neighbours.
 
 use std::time::Duration;
 
