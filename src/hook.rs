@@ -208,7 +208,7 @@ fn changes(hook: &Hook, spec: &HookSpec) -> Vec<Change> {
     }
     let events = HOOK_EVENTS
         .iter()
-        .zip(hook.events().into_iter().zip(spec.events()))
+        .zip(hook.events.flags().into_iter().zip(spec.events.flags()))
         .map(|((_, label), (have, want))| (*label, have, want));
     let ssl = (
         "SSL verification",
@@ -307,7 +307,7 @@ fn row(out: &mut String, label: &str, value: &str) {
 fn events(spec: &HookSpec) -> String {
     HOOK_EVENTS
         .iter()
-        .zip(spec.events())
+        .zip(spec.events.flags())
         .filter(|(_, on)| *on)
         .map(|((name, _), _)| *name)
         .collect::<Vec<_>>()
@@ -542,7 +542,7 @@ pub fn describe(project: &str, public_url: &str, hooks: &[Hook]) -> Result<Strin
                 ),
             );
         }
-        for ((_, label), on) in HOOK_EVENTS.iter().zip(hook.events()) {
+        for ((_, label), on) in HOOK_EVENTS.iter().zip(hook.events.flags()) {
             let value = if on {
                 "on".to_string()
             } else {
@@ -630,11 +630,7 @@ mod tests {
         Hook {
             id: HookId(id),
             url: url.into(),
-            pipeline_events: true,
-            tag_push_events: true,
-            note_events: true,
-            confidential_note_events: true,
-            job_events: true,
+            events: crate::gitlab::HookEvents::ALL,
             enable_ssl_verification: true,
             alert_status: Some("executable".into()),
             disabled_until: None,
@@ -726,7 +722,7 @@ mod tests {
     #[test]
     fn changes_list_only_what_differs() {
         let mut h = hook(7, "https://old.example.com/hooks/gitlab");
-        h.job_events = false;
+        h.events.job = false;
         h.enable_ssl_verification = false;
         let p = plan(&project(true, false), PUBLIC, &[h]);
         let Action::Update { changes, .. } = p.action else {
@@ -766,8 +762,8 @@ mod tests {
             p.spec.signing_token.as_ref().map(Secret::expose),
             Some(SIGNING)
         );
-        assert!(p.spec.pipeline_events && p.spec.tag_push_events);
-        assert!(p.spec.note_events && p.spec.job_events);
+        assert!(p.spec.events.pipeline && p.spec.events.tag_push);
+        assert!(p.spec.events.note && p.spec.events.job);
         let text = p.render(None);
         assert!(
             text.contains("dry run: would update hook 5 of acme/shop"),
@@ -795,7 +791,7 @@ mod tests {
     #[test]
     fn status_describes_events_and_alert_status() {
         let mut h = hook(5, URL);
-        h.job_events = false;
+        h.events.job = false;
         let text = describe("acme/shop", PUBLIC, &[h]).expect("a hook");
         assert!(text.starts_with("hook 5 of acme/shop\n"), "{text}");
         assert!(text.contains("pipeline events    on\n"), "{text}");

@@ -18,7 +18,7 @@ use tokio::sync::{Notify, oneshot, watch};
 
 use crate::engine::{Engine, dispatch};
 use crate::events::{self, Event, ParseError};
-use crate::store::{self, Done, QueuedDelivery, StoreError};
+use crate::store::{self, Finished, QueuedDelivery, StoreError};
 use crate::webhook::writer::Finisher;
 
 /// The parser thread's nice value (0 is the default, 19 the lowest priority): a receiver
@@ -174,10 +174,11 @@ async fn process_batch(
         let done = queued
             .iter()
             .zip(&plans)
-            .map(|(d, plan)| Done {
+            .map(|(d, plan)| Finished {
                 id: d.id,
                 state: plan.state,
                 summary: plan.summary.clone(),
+                run_id: None,
             })
             .collect();
         match finisher.finish(done).await {
@@ -212,10 +213,10 @@ async fn process_batch(
     for (d, plan) in queued.iter().zip(&plans) {
         let run_id = dispatch::apply(&mut tx, plan, &d.project).await?;
         new_runs |= run_id.is_some();
-        finished.push(store::Finished {
+        finished.push(Finished {
             id: d.id,
             state: plan.state,
-            summary: &plan.summary,
+            summary: plan.summary.clone(),
             run_id,
         });
     }

@@ -429,8 +429,8 @@ async fn client_end_to_end_against_the_world() {
         .create_hook("acme/shop", &spec)
         .await
         .expect("hook created");
-    assert!(hook.job_events && hook.note_events && hook.pipeline_events && hook.tag_push_events);
-    assert!(hook.confidential_note_events);
+    assert!(hook.events.job && hook.events.note && hook.events.pipeline && hook.events.tag_push);
+    assert!(hook.events.confidential_note);
     assert_eq!(hook.alert_status.as_deref(), Some("executable"));
     assert_eq!(gl.hooks("acme/shop").await.expect("hooks").len(), 1);
     let edited = gl
@@ -438,13 +438,16 @@ async fn client_end_to_end_against_the_world() {
             "acme/shop",
             hook.id,
             &HookSpec {
-                job_events: false,
+                events: hoist::gitlab::HookEvents {
+                    job: false,
+                    ..spec.events
+                },
                 ..spec.clone()
             },
         )
         .await
         .expect("edited");
-    assert!(!edited.job_events);
+    assert!(!edited.events.job);
     assert_eq!(
         world.hook_secrets(hook.id.0),
         Some((Some(TOKEN.to_string()), Some(whsec(SIGNING_KEY_RAW))))

@@ -405,8 +405,11 @@ async fn status_flags_missing_events_and_install_restores_them() {
         .create_hook(
             "acme/shop",
             &HookSpec {
-                job_events: false,
-                note_events: false,
+                events: hoist::gitlab::HookEvents {
+                    job: false,
+                    note: false,
+                    ..hoist::gitlab::HookEvents::ALL
+                },
                 token: Some(Secret::new(TOKEN)),
                 ..HookSpec::for_hoist(URL)
             },

@@ -98,7 +98,7 @@ pub fn render_lines(checks: &[Check]) -> String {
 pub fn missing_events(hook: &Hook) -> Vec<&'static str> {
     crate::gitlab::HOOK_EVENTS
         .iter()
-        .zip(hook.events())
+        .zip(hook.events.flags())
         .filter(|(_, on)| !on)
         .map(|((name, _), _)| *name)
         .collect()

@@ -8,11 +8,13 @@ fn hook(pipeline: bool, tag_push: bool, note: bool, job: bool) -> Hook {
     Hook {
         id: HookId(3),
         url: "https://hoist.example.com/hooks/gitlab".into(),
-        pipeline_events: pipeline,
-        tag_push_events: tag_push,
-        note_events: note,
-        confidential_note_events: note,
-        job_events: job,
+        events: crate::gitlab::HookEvents {
+            pipeline,
+            tag_push,
+            note,
+            confidential_note: note,
+            job,
+        },
         enable_ssl_verification: true,
         alert_status: Some("executable".into()),
         disabled_until: None,

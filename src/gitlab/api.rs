@@ -289,11 +289,13 @@ impl From<RawHook> for Hook {
         Hook {
             id: HookId(h.id),
             url: h.url,
-            pipeline_events: h.pipeline_events.unwrap_or(false),
-            tag_push_events: h.tag_push_events.unwrap_or(false),
-            note_events: h.note_events.unwrap_or(false),
-            confidential_note_events: h.confidential_note_events.unwrap_or(false),
-            job_events: h.job_events.unwrap_or(false),
+            events: super::HookEvents {
+                pipeline: h.pipeline_events.unwrap_or(false),
+                tag_push: h.tag_push_events.unwrap_or(false),
+                note: h.note_events.unwrap_or(false),
+                confidential_note: h.confidential_note_events.unwrap_or(false),
+                job: h.job_events.unwrap_or(false),
+            },
             enable_ssl_verification: h.enable_ssl_verification.unwrap_or(false),
             alert_status: h.alert_status,
             disabled_until: h.disabled_until,

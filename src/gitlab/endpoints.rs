@@ -32,11 +32,11 @@ impl Endpoint for HookEndpoint<'_> {
         let s = self.spec;
         let mut body = serde_json::json!({
             "url": s.url,
-            "pipeline_events": s.pipeline_events,
-            "tag_push_events": s.tag_push_events,
-            "note_events": s.note_events,
-            "confidential_note_events": s.confidential_note_events,
-            "job_events": s.job_events,
+            "pipeline_events": s.events.pipeline,
+            "tag_push_events": s.events.tag_push,
+            "note_events": s.events.note,
+            "confidential_note_events": s.events.confidential_note,
+            "job_events": s.events.job,
             "push_events": false,
             "enable_ssl_verification": s.enable_ssl_verification,
             // Always sent: an edit that changes the URL resets it on GitLab's side.

@@ -220,17 +220,45 @@ pub const HOOK_EVENTS: [(&str, &str); 5] = [
     ("job", "job events"),
 ];
 
+/// Which of [`HOOK_EVENTS`] a hook sends, or asks for (GitLab's `*_events` flags).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct HookEvents {
+    pub pipeline: bool,
+    pub tag_push: bool,
+    pub note: bool,
+    /// Internal notes ("Confidential comments" in GitLab's form) come apart from notes.
+    pub confidential_note: bool,
+    pub job: bool,
+}
+
+impl HookEvents {
+    /// Every event hoist needs.
+    pub const ALL: HookEvents = HookEvents {
+        pipeline: true,
+        tag_push: true,
+        note: true,
+        confidential_note: true,
+        job: true,
+    };
+
+    /// Each flag, in the order of [`HOOK_EVENTS`].
+    pub fn flags(self) -> [bool; 5] {
+        [
+            self.pipeline,
+            self.tag_push,
+            self.note,
+            self.confidential_note,
+            self.job,
+        ]
+    }
+}
+
 /// A project hook as GitLab reports it (tokens are never returned).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Hook {
     pub id: HookId,
     pub url: String,
-    pub pipeline_events: bool,
-    pub tag_push_events: bool,
-    pub note_events: bool,
-    /// Internal notes ("Confidential comments" in GitLab's form) come apart from notes.
-    pub confidential_note_events: bool,
-    pub job_events: bool,
+    pub events: HookEvents,
     pub enable_ssl_verification: bool,
     /// `executable`, `temporarily_disabled` or `disabled` (absent on old GitLab).
     pub alert_status: Option<String>,
@@ -246,50 +274,18 @@ pub struct HookSpec {
     pub token: Option<Secret>,
     /// `whsec_…` (GitLab 19.0+); older GitLab ignores the field.
     pub signing_token: Option<Secret>,
-    pub pipeline_events: bool,
-    pub tag_push_events: bool,
-    pub note_events: bool,
-    pub confidential_note_events: bool,
-    pub job_events: bool,
+    pub events: HookEvents,
     pub enable_ssl_verification: bool,
 }
 
-impl Hook {
-    /// Whether it sends each of [`HOOK_EVENTS`], in that order.
-    pub fn events(&self) -> [bool; 5] {
-        [
-            self.pipeline_events,
-            self.tag_push_events,
-            self.note_events,
-            self.confidential_note_events,
-            self.job_events,
-        ]
-    }
-}
-
 impl HookSpec {
-    /// Whether it asks for each of [`HOOK_EVENTS`], in that order.
-    pub fn events(&self) -> [bool; 5] {
-        [
-            self.pipeline_events,
-            self.tag_push_events,
-            self.note_events,
-            self.confidential_note_events,
-            self.job_events,
-        ]
-    }
-
     /// The events hoist needs (pipeline, tag push, note and internal note, job) for `url`.
     pub fn for_hoist(url: impl Into<String>) -> HookSpec {
         HookSpec {
             url: url.into(),
             token: None,
             signing_token: None,
-            pipeline_events: true,
-            tag_push_events: true,
-            note_events: true,
-            confidential_note_events: true,
-            job_events: true,
+            events: HookEvents::ALL,
             enable_ssl_verification: true,
         }
     }

@@ -34,7 +34,7 @@ use std::sync::{Arc, Mutex};
 use rusqlite::{Connection, params};
 
 use super::{
-    DUPLICATE_SUMMARY, DeliveryState, Done, Inserted, NewDelivery, QueuedDelivery, StoreError,
+    DUPLICATE_SUMMARY, DeliveryState, Finished, Inserted, NewDelivery, QueuedDelivery, StoreError,
 };
 
 /// Opens a direct connection to the (already migrated) store file, set up as the pool's are.
@@ -235,7 +235,7 @@ impl SqliteIntake {
     pub fn insert(
         &mut self,
         batch: &[&NewDelivery],
-        done: &[&[Done]],
+        done: &[&[Finished]],
     ) -> Result<(Vec<Inserted>, Vec<Marked>), StoreError> {
         let mut tx = self
             .conn
@@ -305,18 +305,19 @@ impl SqliteIntake {
 /// Marks one group of finished deliveries under a savepoint (rolled back on failure).
 fn finish_group(
     tx: &mut rusqlite::Transaction<'_>,
-    group: &[Done],
+    group: &[Finished],
     now: &str,
 ) -> rusqlite::Result<u64> {
     let sp = tx.savepoint()?;
     let mut changed = 0;
     {
         let mut update = sp.prepare_cached(
-            "UPDATE deliveries SET state = ?1, summary = ?2, run_id = NULL, processed_at = ?3
-             WHERE id = ?4 AND state = 'queued'",
+            "UPDATE deliveries SET state = ?1, summary = ?2, run_id = ?3, processed_at = ?4
+             WHERE id = ?5 AND state = 'queued'",
         )?;
         for d in group {
-            changed += update.execute(params![d.state.as_str(), d.summary, now, d.id])? as u64;
+            changed +=
+                update.execute(params![d.state.as_str(), d.summary, d.run_id, now, d.id])? as u64;
         }
     }
     sp.commit()?;

@@ -711,29 +711,21 @@ async fn insert_duplicate(conn: &mut Conn, d: &NewDelivery) -> Result<Inserted, 
     })
 }
 
-/// A delivery the worker finished with no effect but its own record (no run, no GitLab
-/// write): its new state and summary, for the intake's transaction to mark
+/// What the worker made of one delivery: marked by [`finish_deliveries`] in the worker's
+/// transaction, or (no effect but its own record) by the SQLite intake in its next one
 /// ([`direct::SqliteIntake::insert`]).
 #[derive(Debug, Clone)]
-pub struct Done {
+pub struct Finished {
     pub id: i64,
     pub state: DeliveryState,
     pub summary: String,
-}
-
-/// What the worker made of one delivery.
-#[derive(Debug, Clone)]
-pub struct Finished<'a> {
-    pub id: i64,
-    pub state: DeliveryState,
-    pub summary: &'a str,
     pub run_id: Option<i64>,
 }
 
 /// Marks queued deliveries done in one statement; returns how many were still queued.
 pub async fn finish_deliveries(
     conn: &mut Conn,
-    done: &[Finished<'_>],
+    done: &[Finished],
     now: &str,
 ) -> Result<u64, StoreError> {
     let mut total = 0;
@@ -756,7 +748,7 @@ pub async fn finish_deliveries(
             query = query
                 .bind(f.id)
                 .bind(f.state.as_str())
-                .bind(f.summary)
+                .bind(f.summary.as_str())
                 .bind(f.run_id);
         }
         total += query.execute(&mut *conn).await?.rows_affected();

@@ -288,13 +288,13 @@ async fn finish_deliveries_marks_only_queued(db: TestDb) {
         Finished {
             id: ins[0].id,
             state: DeliveryState::Processed,
-            summary: "queued run",
+            summary: "queued run".into(),
             run_id: Some(run_id),
         },
         Finished {
             id: ins[1].id,
             state: DeliveryState::Ignored,
-            summary: "no environment matches",
+            summary: "no environment matches".into(),
             run_id: None,
         },
     ];
@@ -1247,7 +1247,6 @@ async fn sqlite_intake_connection_dedupes_and_the_pool_reads_its_rows() {
 /// group counted on its own, together with the batch's new rows.
 #[tokio::test]
 async fn sqlite_intake_marks_finished_deliveries_with_its_batch() {
-    use super::Done;
     use super::direct::SqliteIntake;
     let db = TestDb::sqlite();
     let store = open(&db).await;
@@ -1259,10 +1258,11 @@ async fn sqlite_intake_marks_finished_deliveries_with_its_batch() {
     );
     let (first, marked) = intake.insert(&[&a, &b, &a], &[]).expect("first batch");
     assert!(marked.is_empty());
-    let done = |id: i64, summary: &str| Done {
+    let done = |id: i64, summary: &str| Finished {
         id,
         state: DeliveryState::Processed,
         summary: summary.to_string(),
+        run_id: None,
     };
     let c = delivery("mark-c", DeliveryState::Queued);
     let groups = [
@@ -1276,7 +1276,7 @@ async fn sqlite_intake_marks_finished_deliveries_with_its_batch() {
             done(9_999, "none"),
         ],
     ];
-    let group_refs: Vec<&[Done]> = groups.iter().map(Vec::as_slice).collect();
+    let group_refs: Vec<&[Finished]> = groups.iter().map(Vec::as_slice).collect();
     let (new, marked) = intake.insert(&[&c], &group_refs).expect("second batch");
     assert_eq!(marked, [Ok(1), Ok(1)]);
     assert_eq!(new[0].state, DeliveryState::Queued);
@@ -1544,7 +1544,7 @@ async fn old_finished_deliveries_lose_their_bodies_then_their_records(db: TestDb
         .map(|(i, _)| Finished {
             id: i.id,
             state: DeliveryState::Processed,
-            summary: "done",
+            summary: "done".into(),
             run_id: None,
         })
         .collect();

@@ -11,17 +11,21 @@
 
 use std::collections::HashMap;
 use std::net::IpAddr;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
 
 use crate::config::IpRange;
 
-/// Who sent a request that came from `peer` with these `X-Forwarded-For` values (in the
-/// order received): the peer itself unless it is a trusted proxy; else, reading the
+/// Who sent a request that came from `peer` with the `X-Forwarded-For` values
+/// `forwarded_for` gives (in the order received; looked up only when the peer is a
+/// trusted proxy, so other requests pay nothing): the peer itself unless it is a trusted
+/// proxy; else, reading the
 /// forwarded addresses from the nearest hop back, the first one that is not a trusted
 /// proxy. A hop that is not an address stops the walk at the last trusted one (a proxy
 /// always writes a valid address; what comes before it is the client's to forge).
-pub fn sender<'a>(
+pub fn sender<'a, I: DoubleEndedIterator<Item = &'a str>>(
     peer: IpAddr,
-    forwarded_for: impl DoubleEndedIterator<Item = &'a str>,
+    forwarded_for: impl FnOnce() -> I,
     trusted: &[IpRange],
 ) -> IpAddr {
     let is_trusted = |ip: IpAddr| trusted.iter().any(|r| r.contains(ip));
@@ -29,7 +33,7 @@ pub fn sender<'a>(
     if !is_trusted(source) {
         return source;
     }
-    for hop in forwarded_for.rev().flat_map(|value| value.rsplit(',')) {
+    for hop in forwarded_for().rev().flat_map(|value| value.rsplit(',')) {
         let Ok(ip) = hop.trim().parse::<IpAddr>() else {
             break;
         };
@@ -40,8 +44,6 @@ pub fn sender<'a>(
     }
     source
 }
-use std::sync::Mutex;
-use std::time::{Duration, Instant};
 
 /// Failures a source may make per window before it is limited.
 pub const MAX_FAILURES: u32 = 50;
@@ -158,40 +160,40 @@ mod tests {
         let proxy = ip("10.1.2.3");
         // An untrusted peer is the sender; what it forwards is ignored (it could forge it).
         assert_eq!(
-            sender(ip("203.0.113.9"), ["198.51.100.7"].into_iter(), &trusted),
+            sender(ip("203.0.113.9"), || ["198.51.100.7"].into_iter(), &trusted),
             ip("203.0.113.9")
         );
         // Through a trusted proxy: the nearest untrusted hop, not the forgeable first one.
         assert_eq!(
-            sender(proxy, ["1.1.1.1, 198.51.100.7"].into_iter(), &trusted),
+            sender(proxy, || ["1.1.1.1, 198.51.100.7"].into_iter(), &trusted),
             ip("198.51.100.7")
         );
         // Two trusted proxies in a row, the header split over two lines.
         assert_eq!(
-            sender(proxy, ["198.51.100.7", "10.9.9.9"].into_iter(), &trusted),
+            sender(proxy, || ["198.51.100.7", "10.9.9.9"].into_iter(), &trusted),
             ip("198.51.100.7")
         );
         // No header, or a garbled hop: the last trusted address.
-        assert_eq!(sender(proxy, std::iter::empty(), &trusted), proxy);
+        assert_eq!(sender(proxy, std::iter::empty, &trusted), proxy);
         assert_eq!(
-            sender(proxy, ["198.51.100.7, junk"].into_iter(), &trusted),
+            sender(proxy, || ["198.51.100.7, junk"].into_iter(), &trusted),
             proxy
         );
         // IPv6, and an IPv4 peer seen as an IPv4-mapped IPv6 address.
         assert_eq!(
-            sender(ip("fd00::1"), ["2001:db8::5"].into_iter(), &trusted),
+            sender(ip("fd00::1"), || ["2001:db8::5"].into_iter(), &trusted),
             ip("2001:db8::5")
         );
         assert_eq!(
             sender(
                 ip("::ffff:10.1.2.3"),
-                ["198.51.100.7"].into_iter(),
+                || ["198.51.100.7"].into_iter(),
                 &trusted
             ),
             ip("198.51.100.7")
         );
         // Nothing trusted: always the peer.
-        assert_eq!(sender(proxy, ["198.51.100.7"].into_iter(), &[]), proxy);
+        assert_eq!(sender(proxy, || ["198.51.100.7"].into_iter(), &[]), proxy);
     }
 
     #[test]

@@ -114,10 +114,12 @@ pub async fn receive(State(rx): State<Arc<Receiver>>, request: Request) -> Respo
     let (parts, body) = request.into_parts();
     let headers = parts.headers;
     let source = peer.map(|peer| {
-        let forwarded = headers
-            .get_all("x-forwarded-for")
-            .iter()
-            .filter_map(|v| v.to_str().ok());
+        let forwarded = || {
+            headers
+                .get_all("x-forwarded-for")
+                .iter()
+                .filter_map(|v| v.to_str().ok())
+        };
         limit::sender(peer, forwarded, &rx.config.server.trusted_proxies)
     });
     let event = header(&headers, "x-gitlab-event");

@@ -21,7 +21,7 @@ use tokio::sync::{Notify, mpsc, oneshot};
 use tokio::task::JoinHandle;
 
 use crate::store::direct::{Marked, SqliteIntake, sync_wal};
-use crate::store::{DeliveryState, Done, Inserted, NewDelivery, Store, StoreError};
+use crate::store::{DeliveryState, Finished, Inserted, NewDelivery, Store, StoreError};
 
 /// The most deliveries one transaction takes.
 const MAX_BATCH: usize = 512;
@@ -33,7 +33,7 @@ struct Job {
 
 /// Deliveries to mark done in the intake's next transaction.
 struct Finish {
-    done: Vec<Done>,
+    done: Vec<Finished>,
     reply: oneshot::Sender<Result<u64, WriteError>>,
 }
 
@@ -133,7 +133,7 @@ pub struct Finisher(mpsc::WeakSender<Work>);
 impl Finisher {
     /// Marks `done` (still queued ones only) in the intake's next transaction; returns
     /// how many changed, once the log holding them is synced.
-    pub async fn finish(&self, done: Vec<Done>) -> Result<u64, WriteError> {
+    pub async fn finish(&self, done: Vec<Finished>) -> Result<u64, WriteError> {
         let tx = self.0.upgrade().ok_or(WriteError::Closed)?;
         let (reply, answer) = oneshot::channel();
         tx.send(Work::Finish(Finish { done, reply }))
@@ -275,7 +275,7 @@ fn commit(
         None => intake.insert(SqliteIntake::open(file)?),
     };
     let batch: Vec<&NewDelivery> = jobs.iter().map(|j| &j.delivery).collect();
-    let done: Vec<&[Done]> = finishes.iter().map(|f| f.done.as_slice()).collect();
+    let done: Vec<&[Finished]> = finishes.iter().map(|f| f.done.as_slice()).collect();
     let (inserted, counts) = conn.insert(&batch, &done)?;
     store.recent().keep(
         batch
@@ -425,10 +425,11 @@ mod tests {
         let (_db, store, writer) = sqlite_writer(sync_wal).await;
         let finisher = writer.finisher().expect("SQLite writers have one");
         let stored = writer.write(delivery("fin-1")).await.expect("write");
-        let done = vec![Done {
+        let done = vec![Finished {
             id: stored.id,
             state: DeliveryState::Processed,
             summary: "tag v1 created".into(),
+            run_id: None,
         }];
         assert_eq!(finisher.finish(done.clone()).await.expect("finish"), 1);
         assert_eq!(finisher.finish(done.clone()).await.expect("again"), 0);
