@@ -904,6 +904,22 @@ async fn postgres_errors_never_print_the_password() {
     assert!(!err.contains(password), "{err}");
 }
 
+/// The CA of the test cluster's TLS certificate. The cluster of scripts/testenv.sh serves
+/// TLS and names it: a cluster without it fails here rather than skipping the check.
+fn test_cluster_ca() -> String {
+    std::env::var("HOIST_TEST_POSTGRES_CA")
+        .expect("HOIST_TEST_POSTGRES_CA names the test cluster's CA: start scripts/testenv.sh")
+}
+
+/// `url` with the server verified against the CA file `ca` (`sslmode=verify-full`).
+fn verify_full(url: &str, ca: &str) -> url::Url {
+    let mut url = url::Url::parse(url).expect("url");
+    url.query_pairs_mut()
+        .append_pair("sslmode", "verify-full")
+        .append_pair("sslrootcert", ca);
+    url
+}
+
 /// A PostgreSQL store over TLS, the server verified against a private CA
 /// (`sslmode=verify-full&sslrootcert=…`); without that CA the same server is refused,
 /// and the error does not quote the password.
@@ -912,14 +928,8 @@ async fn postgres_over_tls_verifies_the_server() {
     let Some(db) = TestDb::postgres("tls").await else {
         return;
     };
-    // The test cluster of scripts/testenv.sh serves TLS and names its CA: a cluster
-    // without it fails here rather than skipping the check.
-    let ca = std::env::var("HOIST_TEST_POSTGRES_CA")
-        .expect("HOIST_TEST_POSTGRES_CA names the test cluster's CA: start scripts/testenv.sh");
-    let mut url = url::Url::parse(&db.url).expect("url");
-    url.query_pairs_mut()
-        .append_pair("sslmode", "verify-full")
-        .append_pair("sslrootcert", &ca);
+    let ca = test_cluster_ca();
+    let url = verify_full(&db.url, &ca);
     let store = Store::open(url.as_str()).await.expect("TLS store");
     let mut conn = store.pool().acquire().await.expect("a connection");
     let tls: bool = sqlx::query_scalar("SELECT ssl FROM pg_stat_ssl WHERE pid = pg_backend_pid()")
@@ -952,8 +962,7 @@ async fn postgres_client_certificates_are_presented() {
     let Some(db) = TestDb::postgres("clientcert").await else {
         return;
     };
-    let ca = std::env::var("HOIST_TEST_POSTGRES_CA")
-        .expect("HOIST_TEST_POSTGRES_CA names the test cluster's CA: start scripts/testenv.sh");
+    let ca = test_cluster_ca();
     let dir = Path::new(&ca).parent().expect("the CA's directory");
     // scripts/testenv.sh admits hoist_cert by certificate; it owns this test's database.
     let name = url::Url::parse(&db.url).expect("url").path()[1..].to_string();
@@ -972,12 +981,10 @@ async fn postgres_client_certificates_are_presented() {
     .expect("its database");
     let _ = admin.close().await;
 
-    let mut url = url::Url::parse(&db.url).expect("url");
-    url.set_username("hoist_cert").expect("user");
-    url.set_password(None).expect("no password");
-    url.query_pairs_mut()
-        .append_pair("sslmode", "verify-full")
-        .append_pair("sslrootcert", &ca);
+    let mut as_cert = url::Url::parse(&db.url).expect("url");
+    as_cert.set_username("hoist_cert").expect("user");
+    as_cert.set_password(None).expect("no password");
+    let mut url = verify_full(as_cert.as_str(), &ca);
     let without = url.clone();
     url.query_pairs_mut()
         .append_pair("sslcert", &dir.join("client.crt").to_string_lossy())
