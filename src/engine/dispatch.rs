@@ -130,48 +130,43 @@ impl Engine {
             return Plan::ignored(summary);
         }
         let tag = attrs.git_ref.clone();
-        let jobs: Vec<JobView> = p
-            .builds
-            .iter()
-            .map(|b| JobView {
-                name: b.name.clone(),
-                stage: b.stage.clone(),
-                status: b.status.clone(),
-                allow_failure: b.allow_failure,
-            })
-            .collect();
         let mut plan = Plan::ignored(summary);
-        for env in project
+        let mut envs = project
             .environments
             .iter()
             .filter(|e| e.policy == Policy::Tag && e.tag_pattern.is_match(&tag))
-        {
-            match policy::pipeline_ready(
-                &jobs,
-                &attrs.stages,
-                &project.manifest_job,
-                &project.deploy_job,
-            ) {
-                Readiness::Ready { .. } => {
-                    plan.state = DeliveryState::Processed;
-                    plan.runs.push(PlannedRun {
-                        run: NewRun {
-                            project: project.path.clone(),
-                            env: env.name.clone(),
-                            trigger: "tag".into(),
-                            requested_by: p.user.as_ref().map(|u| u.username.clone()),
-                            ref_name: tag.clone(),
-                            sha: attrs.sha.as_str().to_string(),
-                            tag: Some(tag.clone()),
-                            pipeline_id: i64::try_from(attrs.id.get()).ok(),
-                            state: runs::QUEUED.into(),
-                            ..NewRun::default()
-                        },
-                        writes: Vec::new(),
-                    });
-                }
-                Readiness::NotYet(_) | Readiness::Never(_) => {}
-            }
+            .peekable();
+        // Most pipeline hooks concern no tag environment: their jobs are not looked at.
+        if envs.peek().is_none() {
+            return plan;
+        }
+        let jobs: Vec<JobView> = p.builds.iter().map(JobView::from).collect();
+        let ready = policy::pipeline_ready(
+            &jobs,
+            &attrs.stages,
+            &project.manifest_job,
+            &project.deploy_job,
+        );
+        if !matches!(ready, Readiness::Ready { .. }) {
+            return plan;
+        }
+        for env in envs {
+            plan.state = DeliveryState::Processed;
+            plan.runs.push(PlannedRun {
+                run: NewRun {
+                    project: project.path.clone(),
+                    env: env.name.clone(),
+                    trigger: "tag".into(),
+                    requested_by: p.user.as_ref().map(|u| u.username.clone()),
+                    ref_name: tag.clone(),
+                    sha: attrs.sha.as_str().to_string(),
+                    tag: Some(tag.clone()),
+                    pipeline_id: i64::try_from(attrs.id.get()).ok(),
+                    state: runs::QUEUED.into(),
+                    ..NewRun::default()
+                },
+                writes: Vec::new(),
+            });
         }
         plan
     }
