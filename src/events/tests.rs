@@ -603,6 +603,26 @@ fn an_unreadable_timestamp_never_fails_the_event() {
     }
 }
 
+/// A job's user, runner and timestamps are skipped unread: whatever GitLab puts there,
+/// the jobs the policy reads come through.
+#[test]
+fn a_jobs_unread_fields_never_fail_the_event() {
+    let body = edited("pipeline_tag_manual.json", |v| {
+        v["builds"][0]["user"] = json!(5);
+        v["builds"][0]["runner"] = json!("not an object");
+        v["builds"][0]["started_at"] = json!({"x": [1]});
+        v["builds"][0]["finished_at"] = json!([true]);
+    });
+    let event = parse("Pipeline Hook", &body).expect("parses");
+    let p = pipeline(&event);
+    assert_eq!(p.builds.len(), 7);
+    assert_eq!(p.builds[0].status, Status::Success);
+    assert_eq!(
+        said(&event),
+        "pipeline 42 for tag v1.2.0: manifest job waits in manual"
+    );
+}
+
 #[test]
 fn header_and_object_kind_must_agree() {
     // Dispatch is on the header; a body whose object_kind says otherwise is mislabelled and refused,
