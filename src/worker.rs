@@ -174,12 +174,7 @@ async fn process_batch(
         let done = queued
             .iter()
             .zip(&plans)
-            .map(|(d, plan)| Finished {
-                id: d.id,
-                state: plan.state,
-                summary: plan.summary.clone(),
-                run_id: None,
-            })
+            .map(|(d, plan)| finished(d, plan, None))
             .collect();
         match finisher.finish(done).await {
             Ok(done) => {
@@ -208,19 +203,14 @@ async fn process_batch(
         return Ok(0);
     }
     let now = store::now_text();
-    let mut finished = Vec::with_capacity(queued.len());
+    let mut marks = Vec::with_capacity(queued.len());
     let mut new_runs = false;
     for (d, plan) in queued.iter().zip(&plans) {
         let run_id = dispatch::apply(&mut tx, plan, &d.project).await?;
         new_runs |= run_id.is_some();
-        finished.push(Finished {
-            id: d.id,
-            state: plan.state,
-            summary: plan.summary.clone(),
-            run_id,
-        });
+        marks.push(finished(d, plan, run_id));
     }
-    let done = store::finish_deliveries(&mut tx, &finished, &now).await? as usize;
+    let done = store::finish_deliveries(&mut tx, &marks, &now).await? as usize;
     tx.commit().await?;
     crate::metrics::queue_changed(-(done as i64));
     if new_runs {
@@ -229,6 +219,16 @@ async fn process_batch(
     engine.outbox_changed.notify_one();
     log_outcomes(&queued, &plans);
     Ok(done)
+}
+
+/// The record of what became of delivery `d`.
+fn finished(d: &QueuedDelivery, plan: &dispatch::Plan, run_id: Option<i64>) -> Finished {
+    Finished {
+        id: d.id,
+        state: plan.state,
+        summary: plan.summary.clone(),
+        run_id,
+    }
 }
 
 /// One log line per delivery handled, saying what it meant.

@@ -1196,15 +1196,21 @@ fn normalise_sees_real_differences() {
     assert_ne!(normalise(a, "INTEGER PRIMARY KEY"), normalise(c, identity));
 }
 
+/// A new SQLite store and the intake's own connection to its file.
+async fn sqlite_with_intake() -> (TestDb, Store, super::direct::SqliteIntake) {
+    let db = TestDb::sqlite();
+    let store = open(&db).await;
+    let file = store.sqlite_file().expect("a SQLite file");
+    let intake = super::direct::SqliteIntake::open(file).expect("intake connection");
+    (db, store, intake)
+}
+
 /// The intake's own connection: a batch with a key repeated in it and an ignored event,
 /// then a key stored before; the pool and the worker's reader see what it committed.
 #[tokio::test]
 async fn sqlite_intake_connection_dedupes_and_the_pool_reads_its_rows() {
-    use super::direct::{SqliteIntake, sync_wal};
-    let db = TestDb::sqlite();
-    let store = open(&db).await;
-    let file = store.sqlite_file().expect("a SQLite file").to_path_buf();
-    let mut intake = SqliteIntake::open(&file).expect("intake connection");
+    use super::direct::sync_wal;
+    let (_db, store, mut intake) = sqlite_with_intake().await;
     assert_eq!(
         intake.synchronous().expect("pragma"),
         1,
@@ -1254,11 +1260,7 @@ async fn sqlite_intake_connection_dedupes_and_the_pool_reads_its_rows() {
 /// group counted on its own, together with the batch's new rows.
 #[tokio::test]
 async fn sqlite_intake_marks_finished_deliveries_with_its_batch() {
-    use super::direct::SqliteIntake;
-    let db = TestDb::sqlite();
-    let store = open(&db).await;
-    let file = store.sqlite_file().expect("a SQLite file").to_path_buf();
-    let mut intake = SqliteIntake::open(&file).expect("intake connection");
+    let (_db, store, mut intake) = sqlite_with_intake().await;
     let (a, b) = (
         delivery("mark-a", DeliveryState::Queued),
         delivery("mark-b", DeliveryState::Queued),

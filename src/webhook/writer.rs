@@ -243,9 +243,7 @@ fn sqlite_loop(
                 // A connection that failed may be broken: the next batch opens a new one.
                 intake = None;
                 refuse(jobs, &e);
-                for f in finishes {
-                    let _ = f.reply.send(Err(WriteError::Store(e.to_string())));
-                }
+                refuse_marks(finishes, &e);
             }
         }
     }
@@ -304,12 +302,18 @@ fn sync_loop(wal: &std::path::Path, rx: std_mpsc::Receiver<Committed>, sync: Syn
                 let e = StoreError::Failed(format!("cannot sync the write-ahead log: {e}"));
                 for batch in group {
                     refuse(batch.jobs, &e);
-                    for (f, _) in batch.finished {
-                        let _ = f.reply.send(Err(WriteError::Store(e.to_string())));
-                    }
+                    refuse_marks(batch.finished.into_iter().map(|(f, _)| f), &e);
                 }
             }
         }
+    }
+}
+
+/// Answers the worker's finished deliveries that were not marked with the store's error
+/// (the worker then marks them in a transaction of its own).
+fn refuse_marks(finishes: impl IntoIterator<Item = Finish>, e: &StoreError) {
+    for f in finishes {
+        let _ = f.reply.send(Err(WriteError::Store(e.to_string())));
     }
 }
 
