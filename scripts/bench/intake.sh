@@ -13,6 +13,16 @@ wait_http() { for _ in $(seq 100); do curl -fs "$1" >/dev/null 2>&1 && return 0;
 # field NAME LINE: the number after NAME= in a RESULT line
 field() { sed -E "s/.*[ ]$1=([0-9.]+).*/\\1/" <<<" $2"; }
 
+# measure PID PORT: one wrk run of the load (CONNS connections, DURATION seconds) against
+# 127.0.0.1:PORT; prints its RESULT line with the CPU the process PID spent per request
+measure() {
+  local pid=$1 port=$2 before after out
+  before=$(cpu_ticks "$pid")
+  out=$(wrk -t2 -c"$CONNS" -d"${DURATION}s" --latency -s scripts/bench/post.lua "http://127.0.0.1:$port" | grep '^RESULT')
+  after=$(cpu_ticks "$pid")
+  echo "$out cpu_us_per_req=$(awk -v t=$((after - before)) -v hz="$(getconf CLK_TCK)" -v n="$(field requests "$out")" 'BEGIN{printf "%.1f", t/hz*1e6/n}')"
+}
+
 # hoist_config PORT STORE_URL: a hoist.toml listening on 127.0.0.1:PORT, serving the hook's project
 hoist_config() {
   cat <<TOML

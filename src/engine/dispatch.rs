@@ -150,8 +150,8 @@ impl Engine {
         if !matches!(ready, Readiness::Ready { .. }) {
             return plan;
         }
+        plan.state = DeliveryState::Processed;
         for env in envs {
-            plan.state = DeliveryState::Processed;
             plan.runs.push(PlannedRun {
                 run: NewRun {
                     project: project.path.clone(),

@@ -20,8 +20,9 @@ use crate::config::IpRange;
 /// `forwarded_for` gives (in the order received; looked up only when the peer is a
 /// trusted proxy, so other requests pay nothing): the peer itself unless it is a trusted
 /// proxy; else, reading the forwarded addresses from the nearest hop back, the first one
-/// that is not a trusted proxy. A hop that is not an address stops the walk at the last trusted one (a proxy
-/// always writes a valid address; what comes before it is the client's to forge).
+/// that is not a trusted proxy. A hop that is not an address stops the walk at the last
+/// trusted one (a proxy always writes a valid address; what comes before it is the
+/// client's to forge).
 pub fn sender<'a, I: DoubleEndedIterator<Item = &'a str>>(
     peer: IpAddr,
     forwarded_for: impl FnOnce() -> I,
