@@ -17,9 +17,28 @@ function setup(thread)
   thread:set("tid", prefix .. tostring(math.random(1, 1e9)))
 end
 
+-- BENCH_KEYS=uuid sends random version-4 UUIDs, as GitLab does: each lands on a random
+-- leaf of the store's key index, where counters all land on one.
+local uuid_keys = os.getenv("BENCH_KEYS") == "uuid"
+local seeded = false
+
+local function uuid()
+  if not seeded then
+    math.randomseed(tonumber((tid or thread_id):match("%d+$")) or os.time())
+    seeded = true
+  end
+  local r = math.random
+  return string.format("%08x-%04x-4%03x-%04x-%04x%08x", r(0, 0xffffffff), r(0, 0xffff),
+    r(0, 0xfff), 0x8000 + r(0, 0x3fff), r(0, 0xffff), r(0, 0xffffffff))
+end
+
 function request()
   counter = counter + 1
-  wrk.headers["Idempotency-Key"] = (tid or thread_id) .. "-" .. counter
+  if uuid_keys then
+    wrk.headers["Idempotency-Key"] = uuid()
+  else
+    wrk.headers["Idempotency-Key"] = (tid or thread_id) .. "-" .. counter
+  end
   return wrk.format(nil, "/hooks/gitlab")
 end
 

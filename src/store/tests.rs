@@ -953,6 +953,108 @@ async fn postgres_over_tls_verifies_the_server() {
     assert!(!err.contains(password), "{err}");
 }
 
+/// Every connection to PostgreSQL sends its small writes at once (`TCP_NODELAY`). sqlx
+/// 0.9.0 had stopped setting it: over TLS a query's messages leave in several small
+/// writes, and each query then waited out the server's delayed ACK, about 40 ms
+/// (docs/operations.md, "Intake benchmark"). Read from the sockets themselves, not timed;
+/// a plain socket to the same port first shows that the check sees one without it.
+#[cfg(target_os = "linux")]
+#[tokio::test]
+async fn postgres_connections_never_wait_for_delayed_acks() {
+    let Some(db) = TestDb::postgres("nodelay").await else {
+        return;
+    };
+    let url = verify_full(&db.url, &test_cluster_ca());
+    let port = url.port().expect("the test URL names its port");
+
+    let plain = std::net::TcpStream::connect(("127.0.0.1", port)).expect("a plain socket");
+    assert!(
+        sockets_to(port).contains(&(plain.local_addr().expect("its address").port(), false)),
+        "the check does not see a socket without TCP_NODELAY"
+    );
+    drop(plain);
+
+    let store = Store::open(url.as_str()).await.expect("TLS store");
+    let mut conn = store.pool().acquire().await.expect("a connection");
+    sqlx::query("SELECT 1")
+        .execute(&mut *conn)
+        .await
+        .expect("a query");
+    let sockets = sockets_to(port);
+    assert!(!sockets.is_empty(), "no socket to port {port} found");
+    for (local, nodelay) in sockets {
+        assert!(
+            nodelay,
+            "the connection from port {local} has TCP_NODELAY off"
+        );
+    }
+    drop(conn);
+    store.close().await;
+}
+
+/// This process's TCP sockets connected to 127.0.0.1:`port`: each one's local port, and
+/// whether `TCP_NODELAY` is on.
+#[cfg(target_os = "linux")]
+fn sockets_to(port: u16) -> Vec<(u16, bool)> {
+    let mut out = Vec::new();
+    let entries = std::fs::read_dir("/proc/self/fd").expect("/proc/self/fd");
+    for entry in entries.flatten() {
+        let Some(fd) = entry
+            .file_name()
+            .to_str()
+            .and_then(|n| n.parse::<i32>().ok())
+        else {
+            continue;
+        };
+        if !std::fs::read_link(entry.path())
+            .is_ok_and(|target| target.to_string_lossy().starts_with("socket:"))
+        {
+            continue;
+        }
+        let Some(peer) = socket_address(fd, libc::getpeername) else {
+            continue;
+        };
+        if peer.sin_family != libc::AF_INET as libc::sa_family_t
+            || u16::from_be(peer.sin_port) != port
+        {
+            continue;
+        }
+        let Some(local) = socket_address(fd, libc::getsockname) else {
+            continue;
+        };
+        let mut on: libc::c_int = 0;
+        let mut size = std::mem::size_of::<libc::c_int>() as libc::socklen_t;
+        // SAFETY: `on` is a c_int and `size` says so; a descriptor closed meanwhile fails.
+        let rc = unsafe {
+            libc::getsockopt(
+                fd,
+                libc::IPPROTO_TCP,
+                libc::TCP_NODELAY,
+                (&raw mut on).cast(),
+                &mut size,
+            )
+        };
+        if rc == 0 {
+            out.push((u16::from_be(local.sin_port), on != 0));
+        }
+    }
+    out
+}
+
+/// A socket's IPv4 address by `getpeername` or `getsockname`; `None` if it has none.
+#[cfg(target_os = "linux")]
+fn socket_address(
+    fd: i32,
+    get: unsafe extern "C" fn(i32, *mut libc::sockaddr, *mut libc::socklen_t) -> i32,
+) -> Option<libc::sockaddr_in> {
+    // SAFETY: an all-zero sockaddr_in is a valid value of the type.
+    let mut addr: libc::sockaddr_in = unsafe { std::mem::zeroed() };
+    let mut len = std::mem::size_of::<libc::sockaddr_in>() as libc::socklen_t;
+    // SAFETY: `addr` has `len` bytes; the call writes at most that many.
+    let rc = unsafe { get(fd, (&raw mut addr).cast(), &mut len) };
+    (rc == 0 && len as usize <= std::mem::size_of::<libc::sockaddr_in>()).then_some(addr)
+}
+
 /// A PostgreSQL role admitted by its client certificate alone (`cert` in pg_hba.conf):
 /// hoist presents it with `sslcert` and `sslkey` (no password in the URL), and without
 /// them the server turns it away.
