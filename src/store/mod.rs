@@ -459,6 +459,9 @@ impl Store {
     ///
     /// Rows go in with multi-row statements (one round trip per chunk, not per delivery).
     /// A key already stored, or repeated within the batch, makes that copy a `duplicate` row.
+    /// This is PostgreSQL's writer, deduplicating by `dedupe_key`'s unique index; on SQLite
+    /// the intake thread ([`direct::SqliteIntake`]) is the one writer of deliveries, and it
+    /// knows keys this path does not see (its pending ones, in memory).
     pub async fn insert_deliveries(
         &self,
         batch: &[&NewDelivery],

@@ -115,6 +115,18 @@ impl Store {
             };
             let high = low.saturating_add(CHUNK).min(end);
             let mut tx = self.begin().await?;
+            if table == "deliveries" {
+                // The keys of the deliveries about to go (docs/webhooks.md, "Duplicates").
+                sqlx::query(
+                    "DELETE FROM delivery_keys WHERE delivery_id >= $1 AND delivery_id < $2
+                     AND key IN (SELECT idempotency_key FROM deliveries
+                                 WHERE id >= $1 AND id < $2 AND state <> 'queued')",
+                )
+                .bind(low)
+                .bind(high)
+                .execute(&mut *tx)
+                .await?;
+            }
             dropped += sqlx::query(sqlx::AssertSqlSafe(delete.as_str()))
                 .bind(low)
                 .bind(high)

@@ -127,7 +127,7 @@ async fn opens_migrated_and_reopens(db: TestDb) {
             .fetch_all(store.pool())
             .await
             .expect("migrations table");
-    assert_eq!(applied, vec![1, 2, 3, 4, 5, 6]);
+    assert_eq!(applied, vec![1, 2, 3, 4, 5, 6, 7]);
     store
         .insert_deliveries(&[&delivery("k1", DeliveryState::Queued)])
         .await
@@ -1223,6 +1223,19 @@ async fn store_created_by_the_old_layout_opens() {
         .await
         .expect("insert");
     assert!(out[0].id > rows[0].id);
+    // Migration 0007 marks the old rows' keys as in place (in dedupe_key): the intake
+    // reloads none of them, and still finds the old key a duplicate.
+    let through: i64 =
+        sqlx::query_scalar("SELECT value FROM intake_marks WHERE name = 'keys_through'")
+            .fetch_one(store.pool())
+            .await
+            .expect("mark");
+    assert_eq!(through, rows[0].id);
+    let mut intake = super::direct::SqliteIntake::open(&path).expect("intake");
+    let old = delivery("from-the-old-layout", DeliveryState::Queued);
+    let (again, _) = intake.insert(&[&old], &[]).expect("resend");
+    assert_eq!(again[0].state, DeliveryState::Duplicate);
+    drop(intake);
     store.close().await;
 }
 
@@ -1354,6 +1367,94 @@ async fn sqlite_intake_connection_dedupes_and_the_pool_reads_its_rows() {
         .map(|r| r.summary.as_deref().unwrap_or(""))
         .collect();
     assert_eq!(duplicates, [super::DUPLICATE_SUMMARY; 2]);
+    store.close().await;
+}
+
+/// The SQLite intake's keys (docs/webhooks.md, "Duplicates"). A key is a duplicate while
+/// it waits in memory, while its run goes into `delivery_keys`, once it is there, after a
+/// restart (reloaded from its row), and when an older row holds it in `dedupe_key`. A
+/// finished run moves `keys_through` up; ids that come back down (every later row
+/// deleted) move it back to 0, so a restart still finds their keys.
+#[tokio::test]
+async fn sqlite_intake_keys_stay_known_in_memory_in_their_table_and_across_restarts() {
+    use super::direct::SqliteIntake;
+    use DeliveryState::{Duplicate as D, Queued as Q};
+    let db = TestDb::sqlite();
+    let store = open(&db).await;
+    let file = store.sqlite_file().expect("a SQLite file").to_path_buf();
+    // Stored through the pool, as before migration 0007: its key is in dedupe_key.
+    store
+        .insert_deliveries(&[&delivery("legacy", Q)])
+        .await
+        .expect("legacy row");
+    let put = |intake: &mut SqliteIntake, keys: &[&str]| -> Vec<(i64, DeliveryState)> {
+        let batch: Vec<NewDelivery> = keys.iter().map(|k| delivery(k, Q)).collect();
+        let refs: Vec<&NewDelivery> = batch.iter().collect();
+        let (ins, _) = intake.insert(&refs, &[]).expect("insert");
+        ins.iter().map(|i| (i.id, i.state)).collect()
+    };
+    let states = |put: Vec<(i64, DeliveryState)>| put.into_iter().map(|p| p.1).collect::<Vec<_>>();
+    let pool = store.pool().clone();
+    let table = || async {
+        let keys: Vec<String> = sqlx::query_scalar("SELECT key FROM delivery_keys ORDER BY key")
+            .fetch_all(&pool)
+            .await
+            .expect("key table");
+        let through: i64 =
+            sqlx::query_scalar("SELECT value FROM intake_marks WHERE name = 'keys_through'")
+                .fetch_one(&pool)
+                .await
+                .expect("mark");
+        (keys, through)
+    };
+
+    // Runs of 3 keys, added 2 to a transaction.
+    let mut intake = SqliteIntake::open_with(&file, 3, 2).expect("intake");
+    assert_eq!(table().await, (vec![], 0), "no row before the migration");
+    assert_eq!(
+        states(put(&mut intake, &["k1", "k2", "legacy", "k1"])),
+        [Q, Q, D, D]
+    );
+    let k3 = put(&mut intake, &["k3"])[0].0;
+    assert_eq!(table().await, (vec![], 0), "3 pending, no run yet");
+    // The run starts: k1 and k2 go into the table, k3 waits in the run.
+    assert_eq!(states(put(&mut intake, &["k4"])), [Q]);
+    assert_eq!(table().await, (vec!["k1".into(), "k2".into()], 0));
+    // k2 from the table, k3 from the run; then k3 goes in and the run is done.
+    assert_eq!(states(put(&mut intake, &["k2", "k3"])), [D, D]);
+    assert_eq!(
+        table().await,
+        (vec!["k1".into(), "k2".into(), "k3".into()], k3)
+    );
+    let rows: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM deliveries WHERE dedupe_key IS NULL")
+        .fetch_one(&pool)
+        .await
+        .expect("rows");
+    assert_eq!(rows, 8, "the intake's rows leave dedupe_key empty");
+
+    // A restart: k4 (past the mark, not in the table) is reloaded from its row.
+    drop(intake);
+    let mut intake = SqliteIntake::open_with(&file, 3, 2).expect("reopened");
+    assert_eq!(
+        states(put(&mut intake, &["k4", "k1", "legacy", "k5"])),
+        [D, D, D, Q]
+    );
+
+    // Every row deleted: ids start again at 1, below the mark, which goes back to 0.
+    sqlx::raw_sql(
+        "DELETE FROM delivery_bodies; DELETE FROM deliveries; DELETE FROM delivery_keys;",
+    )
+    .execute(&pool)
+    .await
+    .expect("delete all");
+    drop(intake);
+    let mut intake = SqliteIntake::open_with(&file, 3, 2).expect("after the deletes");
+    let k6 = put(&mut intake, &["k6"]);
+    assert_eq!(k6, [(1, Q)]);
+    assert_eq!(table().await, (vec![], 0));
+    drop(intake);
+    let mut intake = SqliteIntake::open_with(&file, 3, 2).expect("restarted again");
+    assert_eq!(states(put(&mut intake, &["k6", "k7"])), [D, Q]);
     store.close().await;
 }
 
@@ -1664,11 +1765,25 @@ async fn old_finished_deliveries_lose_their_bodies_then_their_records(db: TestDb
         .await
         .expect("finish");
     tx.commit().await.expect("commit");
+    // The SQLite intake keeps its keys in delivery_keys instead of dedupe_key: give the
+    // rows theirs there too, to see retention drop the keys of what it drops.
+    sqlx::query(
+        "INSERT INTO delivery_keys (key, delivery_id)
+         SELECT dedupe_key, id FROM deliveries WHERE dedupe_key IS NOT NULL",
+    )
+    .execute(store.pool())
+    .await
+    .expect("keys");
 
     let pruned = store
         .prune_deliveries("2026-05-01T00:00:00.000Z", "2026-02-01T00:00:00.000Z")
         .await
         .expect("prune");
+    let keys: Vec<String> = sqlx::query_scalar("SELECT key FROM delivery_keys ORDER BY key")
+        .fetch_all(store.pool())
+        .await
+        .expect("keys left");
+    assert_eq!(keys, ["mid-done", "new-done", "new-queued", "old-queued"]);
     // Bodies: the bulk, old-done, old-ignored and mid-done's (its duplicate has none).
     assert_eq!(
         pruned,
