@@ -24,7 +24,13 @@ local seeded = false
 
 local function uuid()
   if not seeded then
-    math.randomseed(tonumber((tid or thread_id):match("%d+$")) or os.time())
+    -- From the whole thread id, prefix included: wrk processes started together
+    -- (scripts/bench-replicas) draw alike and differ only in BENCH_PREFIX.
+    local seed = 0
+    for c in (tid or thread_id):gmatch(".") do
+      seed = (seed * 31 + c:byte()) % 2147483647
+    end
+    math.randomseed(seed)
     seeded = true
   end
   local r = math.random

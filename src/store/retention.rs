@@ -116,7 +116,7 @@ impl Store {
             let high = low.saturating_add(CHUNK).min(end);
             let mut tx = self.begin().await?;
             if table == "deliveries" {
-                // The keys of the deliveries about to go (docs/webhooks.md, "Duplicates").
+                // The keys of the deliveries about to go (docs/webhooks.md, "Deduplication").
                 sqlx::query(
                     "DELETE FROM delivery_keys WHERE delivery_id >= $1 AND delivery_id < $2
                      AND key IN (SELECT idempotency_key FROM deliveries

@@ -1370,7 +1370,7 @@ async fn sqlite_intake_connection_dedupes_and_the_pool_reads_its_rows() {
     store.close().await;
 }
 
-/// The SQLite intake's keys (docs/webhooks.md, "Duplicates"). A key is a duplicate while
+/// The SQLite intake's keys (docs/webhooks.md, "Deduplication"). A key is a duplicate while
 /// it waits in memory, while its run goes into `delivery_keys`, once it is there, after a
 /// restart (reloaded from its row), and when an older row holds it in `dedupe_key`. A
 /// finished run moves `keys_through` up; ids that come back down (every later row
