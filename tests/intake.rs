@@ -475,18 +475,19 @@ async fn answered_deliveries_survive_sigkill() {
     // GitLab resending what was answered before the kill gets `duplicate`: the restarted
     // hoist read the keys it had not yet indexed back from their rows.
     for key in acked.iter().take(50) {
-        let again = hoist
-            .client
-            .post(&url)
-            .header("X-Gitlab-Event", "Pipeline Hook")
-            .header("X-Gitlab-Token", TOKEN)
-            .header("Idempotency-Key", key)
-            .body(body("pipeline", "acme/shop", ""))
-            .send()
-            .await
-            .expect("resend");
-        assert_eq!(again.status().as_u16(), 200);
-        let answer: serde_json::Value = again.json().await.expect("json answer");
+        let headers = [
+            ("X-Gitlab-Token", TOKEN.to_string()),
+            ("Idempotency-Key", key.clone()),
+        ];
+        let (status, text) = hoist
+            .post(
+                Some("Pipeline Hook"),
+                body("pipeline", "acme/shop", ""),
+                &headers,
+            )
+            .await;
+        assert_eq!(status, 200);
+        let answer: serde_json::Value = serde_json::from_str(&text).expect("json answer");
         assert_eq!(answer["status"], "duplicate", "{key} resent: {answer}");
     }
     hoist.wait_processed().await;

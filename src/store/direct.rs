@@ -260,7 +260,7 @@ impl SqliteIntake {
     }
 
     /// [`SqliteIntake::open`] with the run and chunk sizes (tests make them small).
-    pub fn open_with(
+    pub(crate) fn open_with(
         path: &Path,
         run_size: usize,
         chunk: usize,

@@ -59,9 +59,12 @@ impl Store {
                 "delivery_bodies",
                 "delivery_id",
                 bodies_end.max(records_end),
+                None,
             ))
             .await?,
-            deliveries: self.drop_range("deliveries", "id", records_end).await?,
+            deliveries: self
+                .drop_range("deliveries", "id", records_end, Some(DROP_KEYS))
+                .await?,
         })
     }
 
@@ -96,8 +99,15 @@ impl Store {
     }
 
     /// Deletes the finished rows of `table` (keyed by `id_column`, a delivery's id) below
-    /// `end`, [`CHUNK`] ids to a transaction, from the lowest such id left.
-    async fn drop_range(&self, table: &str, id_column: &str, end: i64) -> Result<u64, StoreError> {
+    /// `end`, [`CHUNK`] ids to a transaction, from the lowest such id left; `first` runs
+    /// in each transaction before that, with the chunk's bounds as `$1` and `$2`.
+    async fn drop_range(
+        &self,
+        table: &str,
+        id_column: &str,
+        end: i64,
+        first: Option<&str>,
+    ) -> Result<u64, StoreError> {
         let lowest = format!("SELECT MIN({id_column}) FROM {table} WHERE {id_column} >= $1");
         let delete = format!(
             "DELETE FROM {table} WHERE {id_column} >= $1 AND {id_column} < $2 AND {id_column} NOT IN
@@ -115,17 +125,12 @@ impl Store {
             };
             let high = low.saturating_add(CHUNK).min(end);
             let mut tx = self.begin().await?;
-            if table == "deliveries" {
-                // The keys of the deliveries about to go (docs/webhooks.md, "Deduplication").
-                sqlx::query(
-                    "DELETE FROM delivery_keys WHERE delivery_id >= $1 AND delivery_id < $2
-                     AND key IN (SELECT idempotency_key FROM deliveries
-                                 WHERE id >= $1 AND id < $2 AND state <> 'queued')",
-                )
-                .bind(low)
-                .bind(high)
-                .execute(&mut *tx)
-                .await?;
+            if let Some(first) = first {
+                sqlx::query(sqlx::AssertSqlSafe(first))
+                    .bind(low)
+                    .bind(high)
+                    .execute(&mut *tx)
+                    .await?;
             }
             dropped += sqlx::query(sqlx::AssertSqlSafe(delete.as_str()))
                 .bind(low)
@@ -139,6 +144,12 @@ impl Store {
         }
     }
 }
+
+/// The keys of the deliveries a chunk of [`Store::drop_range`] drops (the finished ones
+/// with ids from `$1` up to `$2`): docs/webhooks.md, "Deduplication".
+const DROP_KEYS: &str = "DELETE FROM delivery_keys WHERE delivery_id >= $1 AND delivery_id < $2
+     AND key IN (SELECT idempotency_key FROM deliveries
+                 WHERE id >= $1 AND id < $2 AND state <> 'queued')";
 
 /// The cut-off `days` before now, as [`super::now_text`] writes timestamps.
 fn days_ago(days: u32) -> String {

@@ -1225,12 +1225,7 @@ async fn store_created_by_the_old_layout_opens() {
     assert!(out[0].id > rows[0].id);
     // Migration 0007 marks the old rows' keys as in place (in dedupe_key): the intake
     // reloads none of them, and still finds the old key a duplicate.
-    let through: i64 =
-        sqlx::query_scalar("SELECT value FROM intake_marks WHERE name = 'keys_through'")
-            .fetch_one(store.pool())
-            .await
-            .expect("mark");
-    assert_eq!(through, rows[0].id);
+    assert_eq!(keys_through(&store).await, rows[0].id);
     let mut intake = super::direct::SqliteIntake::open(&path).expect("intake");
     let old = delivery("from-the-old-layout", DeliveryState::Queued);
     let (again, _) = intake.insert(&[&old], &[]).expect("resend");
@@ -1370,6 +1365,14 @@ async fn sqlite_intake_connection_dedupes_and_the_pool_reads_its_rows() {
     store.close().await;
 }
 
+/// The SQLite intake's mark `keys_through` (migration 0007).
+async fn keys_through(store: &Store) -> i64 {
+    sqlx::query_scalar("SELECT value FROM intake_marks WHERE name = 'keys_through'")
+        .fetch_one(store.pool())
+        .await
+        .expect("the keys_through mark")
+}
+
 /// The SQLite intake's keys (docs/webhooks.md, "Deduplication"). A key is a duplicate while
 /// it waits in memory, while its run goes into `delivery_keys`, once it is there, after a
 /// restart (reloaded from its row), and when an older row holds it in `dedupe_key`. A
@@ -1400,12 +1403,7 @@ async fn sqlite_intake_keys_stay_known_in_memory_in_their_table_and_across_resta
             .fetch_all(&pool)
             .await
             .expect("key table");
-        let through: i64 =
-            sqlx::query_scalar("SELECT value FROM intake_marks WHERE name = 'keys_through'")
-                .fetch_one(&pool)
-                .await
-                .expect("mark");
-        (keys, through)
+        (keys, keys_through(&store).await)
     };
 
     // Runs of 3 keys, added 2 to a transaction.
