@@ -8,7 +8,8 @@
 //!
 //! Parsing the bodies, most of the worker's CPU, runs on a thread of its own at a
 //! lower CPU priority (`Parser`): when deliveries flood in, answering GitLab comes
-//! first and the queue waits, instead of both slowing down alike.
+//! first and the queue waits, instead of both slowing down alike. During a flood (a
+//! full batch) the thread takes only CPU nobody else wants (`SCHED_IDLE`).
 
 use std::sync::Arc;
 use std::sync::mpsc as std_mpsc;
@@ -24,6 +25,30 @@ use crate::webhook::writer::Finisher;
 /// The parser thread's nice value (0 is the default, 19 the lowest priority): a receiver
 /// on a busy machine wins the CPU, and the worker still gets a tenth of it to keep up.
 const PARSER_NICE: i32 = 10;
+
+/// How the parser thread is scheduled for a batch.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Priority {
+    /// [`PARSER_NICE`]: what a few deliveries at a time get, so that a deploy asked for
+    /// on a busy host is not held back by the host's other work.
+    Low,
+    /// `SCHED_IDLE`, for full batches: a flood is under way, and the parser runs only on
+    /// CPU that neither the receiver nor the intake wants; any of their threads that
+    /// wakes takes the core at once. The backlog is parsed in the gaps and after the
+    /// flood (docs/operations.md, "Intake benchmark").
+    Idle,
+}
+
+impl Priority {
+    /// The priority a batch of `len` deliveries is parsed at.
+    fn for_batch(len: usize) -> Priority {
+        if len >= BATCH as usize {
+            Priority::Idle
+        } else {
+            Priority::Low
+        }
+    }
+}
 
 /// How long the worker lets a burst gather after a batch that was not full.
 const GATHER: Duration = Duration::from_millis(20);
@@ -48,7 +73,12 @@ impl Parser {
             .name("hoist-parse".into())
             .spawn(move || {
                 lower_priority(PARSER_NICE);
+                let mut current = Priority::Low;
                 for (batch, reply) in inbox {
+                    let wanted = Priority::for_batch(batch.len());
+                    if wanted != current && set_priority(wanted) {
+                        current = wanted;
+                    }
                     let _ = reply.send(parse_all(batch));
                 }
             });
@@ -96,6 +126,28 @@ fn lower_priority(nice: i32) {
 
 #[cfg(not(target_os = "linux"))]
 fn lower_priority(_nice: i32) {}
+
+/// Schedules the calling thread as `priority` says (Linux: `SCHED_IDLE`, or back to
+/// `SCHED_OTHER`, which keeps the nice value set before); whether it could. Best effort.
+#[cfg(target_os = "linux")]
+fn set_priority(priority: Priority) -> bool {
+    let policy = match priority {
+        Priority::Low => libc::SCHED_OTHER,
+        Priority::Idle => libc::SCHED_IDLE,
+    };
+    let param = libc::sched_param { sched_priority: 0 };
+    // SAFETY: `param` lives across the call, which only reads it; pid 0 is this thread.
+    let rc = unsafe { libc::sched_setscheduler(0, policy, &param) };
+    if rc != 0 {
+        tracing::debug!(error = %std::io::Error::last_os_error(), ?priority, "cannot change the parser's scheduling");
+    }
+    rc == 0
+}
+
+#[cfg(not(target_os = "linux"))]
+fn set_priority(_priority: Priority) -> bool {
+    false
+}
 
 /// Runs until `shutdown` turns true; finishes the batch in hand first. With a
 /// `finisher` (SQLite), batches with no effect but their own records are marked done in
@@ -274,8 +326,25 @@ mod tests {
         );
     }
 
-    /// The parser thread answers a batch in its order, as `events::parse` would, and runs
-    /// at the lower priority.
+    /// The nice value and scheduling policy of this process's `hoist-parse` thread.
+    #[cfg(target_os = "linux")]
+    fn parser_scheduling() -> Option<(i32, i32)> {
+        let stat = std::fs::read_dir("/proc/self/task")
+            .ok()?
+            .flatten()
+            .find(|t| {
+                std::fs::read_to_string(t.path().join("comm"))
+                    .is_ok_and(|c| c.trim() == "hoist-parse")
+            })
+            .and_then(|t| std::fs::read_to_string(t.path().join("stat")).ok())?;
+        // Fields after the command's closing parenthesis, from field 3: nice is field 19,
+        // the policy field 41.
+        let fields: Vec<&str> = stat.rsplit_once(')')?.1.split_whitespace().collect();
+        Some((fields.get(16)?.parse().ok()?, fields.get(38)?.parse().ok()?))
+    }
+
+    /// The parser thread answers a batch in its order, as `events::parse` would, at the
+    /// lower priority; a full batch (a flood) it parses on idle CPU only.
     #[tokio::test]
     async fn parser_thread_parses_a_batch_in_order_at_a_lower_priority() {
         let parser = Parser::start();
@@ -307,20 +376,19 @@ mod tests {
         );
         #[cfg(target_os = "linux")]
         {
-            let nice = std::fs::read_dir("/proc/self/task")
-                .expect("tasks")
-                .flatten()
-                .find(|t| {
-                    std::fs::read_to_string(t.path().join("comm"))
-                        .is_ok_and(|c| c.trim() == "hoist-parse")
-                })
-                .and_then(|t| std::fs::read_to_string(t.path().join("stat")).ok())
-                .and_then(|stat| {
-                    // Fields after the command's closing parenthesis; nice is field 19.
-                    let rest = stat.rsplit_once(')')?.1.to_string();
-                    rest.split_whitespace().nth(16)?.parse::<i32>().ok()
-                });
-            assert_eq!(nice, Some(PARSER_NICE));
+            const SCHED_OTHER: i32 = 0;
+            const SCHED_IDLE: i32 = 5;
+            assert_eq!(parser_scheduling(), Some((PARSER_NICE, SCHED_OTHER)));
+            // A full batch is a flood: idle-only CPU for it, and back after it.
+            let tag = include_str!("../tests/fixtures/tag_push.json");
+            let full: Vec<_> = (0..BATCH)
+                .map(|id| queued(id, "Tag Push Hook", tag))
+                .collect();
+            let (back, _) = parser.parse(full).await;
+            assert_eq!(back.len(), BATCH as usize);
+            assert_eq!(parser_scheduling(), Some((PARSER_NICE, SCHED_IDLE)));
+            parser.parse(vec![queued(1, "Tag Push Hook", tag)]).await;
+            assert_eq!(parser_scheduling(), Some((PARSER_NICE, SCHED_OTHER)));
         }
     }
 }
