@@ -8,8 +8,8 @@
 //!
 //! Parsing the bodies, most of the worker's CPU, runs on a thread of its own at a
 //! lower CPU priority (`Parser`): when deliveries flood in, answering GitLab comes
-//! first and the queue waits, instead of both slowing down alike. During a flood (a
-//! full batch) the thread takes only CPU nobody else wants (`SCHED_IDLE`).
+//! first and the queue waits, instead of both slowing down alike. Full batches (a
+//! flood) go to a second thread, which takes only CPU nobody else wants (`SCHED_IDLE`).
 
 use std::sync::Arc;
 use std::sync::mpsc as std_mpsc;
@@ -26,16 +26,16 @@ use crate::webhook::writer::Finisher;
 /// on a busy machine wins the CPU, and the worker still gets a tenth of it to keep up.
 const PARSER_NICE: i32 = 10;
 
-/// How the parser thread is scheduled for a batch.
+/// How a parser thread is scheduled.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Priority {
-    /// [`PARSER_NICE`]: what a few deliveries at a time get, so that a deploy asked for
-    /// on a busy host is not held back by the host's other work.
+    /// [`PARSER_NICE`], for batches that are not full: a few deliveries at a time, and a
+    /// deploy asked for on a busy host is not held back by the host's other work.
     Low,
-    /// `SCHED_IDLE`, for full batches: a flood is under way, and the parser runs only on
-    /// CPU that neither the receiver nor the intake wants; any of their threads that
-    /// wakes takes the core at once. The backlog is parsed in the gaps and after the
-    /// flood (docs/operations.md, "Intake benchmark").
+    /// `SCHED_IDLE`, for full batches: a flood (or a backlog) is under way, and the
+    /// parser runs only on CPU that neither the receiver nor the intake wants; any of
+    /// their threads that wakes takes the core at once. The backlog is parsed in the
+    /// gaps and after the flood (docs/operations.md, "Intake benchmark").
     Idle,
 }
 
@@ -59,48 +59,65 @@ const BATCH: i64 = 256;
 /// A batch of deliveries and what their bodies parsed to.
 type Parsed = (Vec<QueuedDelivery>, Vec<Result<Event, ParseError>>);
 
-/// Parses delivery bodies on a thread of its own, at [`PARSER_NICE`].
+/// What a parser thread is handed: a batch, and where to answer.
+type ParseJob = (Vec<QueuedDelivery>, oneshot::Sender<Parsed>);
+
+/// Parses delivery bodies on threads of their own: one at [`Priority::Low`] and one at
+/// [`Priority::Idle`], each batch on the one [`Priority::for_batch`] names. Two threads,
+/// not one that switches: leaving `SCHED_IDLE` takes `CAP_SYS_NICE`, which hoist
+/// usually runs without, and a thread stuck there would hold deploys back on a busy host.
 struct Parser {
-    jobs: Option<std_mpsc::Sender<(Vec<QueuedDelivery>, oneshot::Sender<Parsed>)>>,
+    low: Option<std_mpsc::Sender<ParseJob>>,
+    idle: Option<std_mpsc::Sender<ParseJob>>,
 }
 
 impl Parser {
-    /// Starts the thread; it ends when the parser is dropped. Without a thread (it could
-    /// not be started) batches are parsed on the caller's task.
+    /// Starts the threads; they end when the parser is dropped. Without a thread (it could
+    /// not be started) its batches go to the other, or are parsed on the caller's task.
     fn start() -> Parser {
-        let (jobs, inbox) = std_mpsc::channel::<(Vec<QueuedDelivery>, oneshot::Sender<Parsed>)>();
-        let spawned = std::thread::Builder::new()
-            .name("hoist-parse".into())
-            .spawn(move || {
-                lower_priority(PARSER_NICE);
-                let mut current = Priority::Low;
-                for (batch, reply) in inbox {
-                    let wanted = Priority::for_batch(batch.len());
-                    if wanted != current && set_priority(wanted) {
-                        current = wanted;
-                    }
-                    let _ = reply.send(parse_all(batch));
-                }
-            });
-        match spawned {
-            Ok(_) => Parser { jobs: Some(jobs) },
-            Err(e) => {
-                tracing::warn!(error = %e, "cannot start the parser thread; parsing on the worker");
-                Parser { jobs: None }
-            }
+        Parser {
+            low: spawn_parser("hoist-parse", Priority::Low),
+            idle: spawn_parser("hoist-idleparse", Priority::Idle),
         }
     }
 
     async fn parse(&self, batch: Vec<QueuedDelivery>) -> Parsed {
-        let Some(jobs) = &self.jobs else {
+        let thread = match Priority::for_batch(batch.len()) {
+            Priority::Low => self.low.as_ref().or(self.idle.as_ref()),
+            Priority::Idle => self.idle.as_ref().or(self.low.as_ref()),
+        };
+        let Some(thread) = thread else {
             return parse_all(batch);
         };
         let (reply, answer) = oneshot::channel();
-        match jobs.send((batch, reply)) {
+        match thread.send((batch, reply)) {
             // The thread died (a panic in the parser): the batch is still queued in the
             // store, and the worker's error path retries it.
             Ok(()) => answer.await.unwrap_or_default(),
             Err(std_mpsc::SendError((batch, _))) => parse_all(batch),
+        }
+    }
+}
+
+/// Starts a parser thread named `name`, scheduled at `priority`.
+fn spawn_parser(name: &str, priority: Priority) -> Option<std_mpsc::Sender<ParseJob>> {
+    let (jobs, inbox) = std_mpsc::channel::<ParseJob>();
+    let spawned = std::thread::Builder::new()
+        .name(name.into())
+        .spawn(move || {
+            lower_priority(PARSER_NICE);
+            if priority == Priority::Idle {
+                idle_priority();
+            }
+            for (batch, reply) in inbox {
+                let _ = reply.send(parse_all(batch));
+            }
+        });
+    match spawned {
+        Ok(_) => Some(jobs),
+        Err(e) => {
+            tracing::warn!(error = %e, thread = name, "cannot start a parser thread");
+            None
         }
     }
 }
@@ -127,27 +144,20 @@ fn lower_priority(nice: i32) {
 #[cfg(not(target_os = "linux"))]
 fn lower_priority(_nice: i32) {}
 
-/// Schedules the calling thread as `priority` says (Linux: `SCHED_IDLE`, or back to
-/// `SCHED_OTHER`, which keeps the nice value set before); whether it could. Best effort.
+/// Schedules the calling thread at `SCHED_IDLE` (Linux; any thread may, without
+/// privileges). Best effort: refused, the thread keeps its nice value.
 #[cfg(target_os = "linux")]
-fn set_priority(priority: Priority) -> bool {
-    let policy = match priority {
-        Priority::Low => libc::SCHED_OTHER,
-        Priority::Idle => libc::SCHED_IDLE,
-    };
+fn idle_priority() {
     let param = libc::sched_param { sched_priority: 0 };
     // SAFETY: `param` lives across the call, which only reads it; pid 0 is this thread.
-    let rc = unsafe { libc::sched_setscheduler(0, policy, &param) };
+    let rc = unsafe { libc::sched_setscheduler(0, libc::SCHED_IDLE, &param) };
     if rc != 0 {
-        tracing::debug!(error = %std::io::Error::last_os_error(), ?priority, "cannot change the parser's scheduling");
+        tracing::debug!(error = %std::io::Error::last_os_error(), "cannot give the parser idle priority");
     }
-    rc == 0
 }
 
 #[cfg(not(target_os = "linux"))]
-fn set_priority(_priority: Priority) -> bool {
-    false
-}
+fn idle_priority() {}
 
 /// Runs until `shutdown` turns true; finishes the batch in hand first. With a
 /// `finisher` (SQLite), batches with no effect but their own records are marked done in
@@ -307,12 +317,15 @@ mod tests {
     /// queued for the worker's retry; every later batch is parsed on the worker's task.
     #[tokio::test]
     async fn a_dead_parser_thread_fails_one_batch_then_the_worker_parses() {
-        let (jobs, inbox) = std_mpsc::channel::<(Vec<QueuedDelivery>, oneshot::Sender<Parsed>)>();
+        let (jobs, inbox) = std_mpsc::channel::<ParseJob>();
         let dying = std::thread::spawn(move || {
             // Takes one batch and ends without answering, as a panicking parse would.
             let (_batch, _reply) = inbox.recv().expect("a batch");
         });
-        let parser = Parser { jobs: Some(jobs) };
+        let parser = Parser {
+            low: Some(jobs),
+            idle: None,
+        };
         let tag = include_str!("../tests/fixtures/tag_push.json");
         let (lost, parsed) = parser.parse(vec![queued(1, "Tag Push Hook", tag)]).await;
         assert!(lost.is_empty() && parsed.is_empty(), "no answer, no batch");
@@ -326,15 +339,60 @@ mod tests {
         );
     }
 
-    /// The nice value and scheduling policy of this process's `hoist-parse` thread.
+    /// A full batch goes to the idle thread, any other to the one at nice 10; with one
+    /// thread missing, the other takes its batches.
+    #[tokio::test]
+    async fn full_batches_go_to_the_idle_parser_the_rest_to_the_low_one() {
+        let tag = include_str!("../tests/fixtures/tag_push.json");
+        let batch = |n: i64| -> Vec<QueuedDelivery> {
+            (0..n).map(|id| queued(id, "Tag Push Hook", tag)).collect()
+        };
+        // Answers each batch it is handed and reports its size.
+        let thread = || {
+            let (jobs, inbox) = std_mpsc::channel::<ParseJob>();
+            let (seen, sizes) = std_mpsc::channel::<usize>();
+            std::thread::spawn(move || {
+                for (batch, reply) in inbox {
+                    let _ = seen.send(batch.len());
+                    let _ = reply.send(parse_all(batch));
+                }
+            });
+            (jobs, sizes)
+        };
+        let ((low, low_sizes), (idle, idle_sizes)) = (thread(), thread());
+        let both = Parser {
+            low: Some(low.clone()),
+            idle: Some(idle.clone()),
+        };
+        both.parse(batch(BATCH)).await;
+        both.parse(batch(BATCH - 1)).await;
+        assert_eq!(idle_sizes.try_iter().collect::<Vec<_>>(), [BATCH as usize]);
+        assert_eq!(
+            low_sizes.try_iter().collect::<Vec<_>>(),
+            [BATCH as usize - 1]
+        );
+        let only_low = Parser {
+            low: Some(low),
+            idle: None,
+        };
+        only_low.parse(batch(BATCH)).await;
+        assert_eq!(low_sizes.try_iter().collect::<Vec<_>>(), [BATCH as usize]);
+        let only_idle = Parser {
+            low: None,
+            idle: Some(idle),
+        };
+        only_idle.parse(batch(1)).await;
+        assert_eq!(idle_sizes.try_iter().collect::<Vec<_>>(), [1]);
+    }
+
+    /// The nice value and scheduling policy of this process's thread called `name`.
     #[cfg(target_os = "linux")]
-    fn parser_scheduling() -> Option<(i32, i32)> {
+    fn scheduling(name: &str) -> Option<(i32, i32)> {
         let stat = std::fs::read_dir("/proc/self/task")
             .ok()?
             .flatten()
             .find(|t| {
-                std::fs::read_to_string(t.path().join("comm"))
-                    .is_ok_and(|c| c.trim() == "hoist-parse")
+                std::fs::read_to_string(t.path().join("comm")).is_ok_and(|c| c.trim() == name)
             })
             .and_then(|t| std::fs::read_to_string(t.path().join("stat")).ok())?;
         // Fields after the command's closing parenthesis, from field 3: nice is field 19,
@@ -343,10 +401,11 @@ mod tests {
         Some((fields.get(16)?.parse().ok()?, fields.get(38)?.parse().ok()?))
     }
 
-    /// The parser thread answers a batch in its order, as `events::parse` would, at the
-    /// lower priority; a full batch (a flood) it parses on idle CPU only.
+    /// The parser threads answer a batch in its order, as `events::parse` would: a batch
+    /// that is not full on the thread at nice 10, a full one (a flood) on the thread at
+    /// `SCHED_IDLE`.
     #[tokio::test]
-    async fn parser_thread_parses_a_batch_in_order_at_a_lower_priority() {
+    async fn parser_threads_parse_batches_in_order_full_ones_at_idle_priority() {
         let parser = Parser::start();
         let batch = vec![
             queued(
@@ -374,21 +433,22 @@ mod tests {
             "{:?}",
             parsed[2]
         );
+        let tag = include_str!("../tests/fixtures/tag_push.json");
+        let full: Vec<_> = (0..BATCH)
+            .map(|id| queued(id, "Tag Push Hook", tag))
+            .collect();
+        let (back, parsed) = parser.parse(full).await;
+        assert_eq!(back.len(), BATCH as usize);
+        assert!(parsed.iter().all(|p| matches!(p, Ok(Event::TagPush(_)))));
         #[cfg(target_os = "linux")]
         {
             const SCHED_OTHER: i32 = 0;
             const SCHED_IDLE: i32 = 5;
-            assert_eq!(parser_scheduling(), Some((PARSER_NICE, SCHED_OTHER)));
-            // A full batch is a flood: idle-only CPU for it, and back after it.
-            let tag = include_str!("../tests/fixtures/tag_push.json");
-            let full: Vec<_> = (0..BATCH)
-                .map(|id| queued(id, "Tag Push Hook", tag))
-                .collect();
-            let (back, _) = parser.parse(full).await;
-            assert_eq!(back.len(), BATCH as usize);
-            assert_eq!(parser_scheduling(), Some((PARSER_NICE, SCHED_IDLE)));
-            parser.parse(vec![queued(1, "Tag Push Hook", tag)]).await;
-            assert_eq!(parser_scheduling(), Some((PARSER_NICE, SCHED_OTHER)));
+            assert_eq!(scheduling("hoist-parse"), Some((PARSER_NICE, SCHED_OTHER)));
+            assert_eq!(
+                scheduling("hoist-idleparse"),
+                Some((PARSER_NICE, SCHED_IDLE))
+            );
         }
     }
 }
