@@ -22,7 +22,7 @@ use crate::events::{self, Event, ParseError};
 use crate::store::{self, Finished, QueuedDelivery, StoreError};
 use crate::webhook::writer::Finisher;
 
-/// The parser thread's nice value (0 is the default, 19 the lowest priority): a receiver
+/// The parser threads' nice value (0 is the default, 19 the lowest priority): a receiver
 /// on a busy machine wins the CPU, and the worker still gets a tenth of it to keep up.
 const PARSER_NICE: i32 = 10;
 

@@ -1381,6 +1381,14 @@ async fn sqlite_intake_connection_dedupes_and_the_pool_reads_its_rows() {
     store.close().await;
 }
 
+/// The keys in `delivery_keys` (migration 0007), in key order.
+async fn delivery_keys(store: &Store) -> Vec<String> {
+    sqlx::query_scalar("SELECT key FROM delivery_keys ORDER BY key")
+        .fetch_all(store.pool())
+        .await
+        .expect("the key table")
+}
+
 /// The SQLite intake's mark `keys_through` (migration 0007).
 async fn keys_through(store: &Store) -> i64 {
     sqlx::query_scalar("SELECT value FROM intake_marks WHERE name = 'keys_through'")
@@ -1414,13 +1422,7 @@ async fn sqlite_intake_keys_stay_known_in_memory_in_their_table_and_across_resta
     };
     let states = |put: Vec<(i64, DeliveryState)>| put.into_iter().map(|p| p.1).collect::<Vec<_>>();
     let pool = store.pool().clone();
-    let table = || async {
-        let keys: Vec<String> = sqlx::query_scalar("SELECT key FROM delivery_keys ORDER BY key")
-            .fetch_all(&pool)
-            .await
-            .expect("key table");
-        (keys, keys_through(&store).await)
-    };
+    let table = || async { (delivery_keys(&store).await, keys_through(&store).await) };
 
     // Runs of 3 keys, added 2 to a transaction.
     let mut intake = SqliteIntake::open_with(&file, 3, 2).expect("intake");
@@ -1793,11 +1795,10 @@ async fn old_finished_deliveries_lose_their_bodies_then_their_records(db: TestDb
         .prune_deliveries("2026-05-01T00:00:00.000Z", "2026-02-01T00:00:00.000Z")
         .await
         .expect("prune");
-    let keys: Vec<String> = sqlx::query_scalar("SELECT key FROM delivery_keys ORDER BY key")
-        .fetch_all(store.pool())
-        .await
-        .expect("keys left");
-    assert_eq!(keys, ["mid-done", "new-done", "new-queued", "old-queued"]);
+    assert_eq!(
+        delivery_keys(&store).await,
+        ["mid-done", "new-done", "new-queued", "old-queued"]
+    );
     // Bodies: the bulk, old-done, old-ignored and mid-done's (its duplicate has none).
     assert_eq!(
         pruned,
