@@ -33,6 +33,7 @@ use std::sync::{Arc, Mutex};
 
 use rusqlite::{Connection, params};
 
+use super::keyfilter::KeyFilter;
 use super::{
     DUPLICATE_SUMMARY, DeliveryState, Finished, Inserted, NewDelivery, QueuedDelivery, StoreError,
 };
@@ -221,7 +222,9 @@ pub type Marked = Result<u64, String>;
 /// they are added to `delivery_keys` in key order, [`KEY_CHUNK`] per transaction, each
 /// chunk a narrow slice of the key space: many keys to a page written. A key is a
 /// duplicate if it is pending, in the run being added, in `delivery_keys`, or in
-/// `deliveries.dedupe_key` (rows from before migration 0007, and PostgreSQL's).
+/// `deliveries.dedupe_key` (rows from before migration 0007, and PostgreSQL's). The last
+/// two are looked up only for a key that the [`KeyFilter`] of every stored key says may
+/// be there: a fresh key almost never is.
 ///
 /// A restart loses nothing: every pending key is also in its row, and `open` reloads the
 /// keys of rows past `keys_through` (`intake_marks`) that the table lacks. On any error
@@ -244,6 +247,9 @@ struct Keys {
     /// [`KEY_RUN`] and [`KEY_CHUNK`], smaller in tests.
     run_size: usize,
     chunk: usize,
+    /// Every key stored: those in `delivery_keys` and `dedupe_key` at open, the pending
+    /// ones, and every key committed since.
+    filter: KeyFilter,
 }
 
 /// Pending keys that start a run into `delivery_keys`: about 1 MB of memory, and a run
@@ -280,6 +286,7 @@ impl SqliteIntake {
             stmt.query_map([keys_through], |r| Ok((r.get(0)?, r.get(1)?)))?
                 .collect::<Result<HashMap<String, i64>, _>>()?
         };
+        let filter = stored_keys(&conn, pending.keys())?;
         Ok(SqliteIntake {
             conn,
             keys: Keys {
@@ -289,6 +296,7 @@ impl SqliteIntake {
                 keys_through,
                 run_size: run_size.max(1),
                 chunk: chunk.max(1),
+                filter,
             },
         })
     }
@@ -376,8 +384,10 @@ impl SqliteIntake {
             })
             .collect();
         tx.commit()?;
-        keys.pending
-            .extend(fresh.into_iter().map(|(key, id)| (key.to_string(), id)));
+        for (key, id) in fresh {
+            keys.filter.insert(key);
+            keys.pending.insert(key.to_string(), id);
+        }
         Ok((out, counts))
     }
 
@@ -400,6 +410,9 @@ impl Keys {
                 .is_ok()
         {
             return Ok(true);
+        }
+        if !self.filter.may_contain(key) {
+            return Ok(false);
         }
         let mut table = tx.prepare_cached("SELECT 1 FROM delivery_keys WHERE key = ?1")?;
         if table.exists([key])? {
@@ -451,6 +464,33 @@ impl Keys {
         self.keys_through = id;
         Ok(())
     }
+}
+
+/// A [`KeyFilter`] of the keys stored in `delivery_keys` and `deliveries.dedupe_key`, and
+/// of `pending` ones: one pass over both indexes at open.
+fn stored_keys<'a>(
+    conn: &Connection,
+    pending: impl Iterator<Item = &'a String>,
+) -> rusqlite::Result<KeyFilter> {
+    let stored: i64 = conn.query_row(
+        "SELECT (SELECT COUNT(*) FROM delivery_keys)
+              + (SELECT COUNT(*) FROM deliveries WHERE dedupe_key IS NOT NULL)",
+        [],
+        |r| r.get(0),
+    )?;
+    let mut filter = KeyFilter::with_capacity(usize::try_from(stored).unwrap_or(0));
+    let mut keys = conn.prepare(
+        "SELECT key FROM delivery_keys
+         UNION ALL SELECT dedupe_key FROM deliveries WHERE dedupe_key IS NOT NULL",
+    )?;
+    let mut rows = keys.query([])?;
+    while let Some(row) = rows.next()? {
+        filter.insert(row.get_ref(0)?.as_str()?);
+    }
+    for key in pending {
+        filter.insert(key);
+    }
+    Ok(filter)
 }
 
 /// Marks one group of finished deliveries under a savepoint (rolled back on failure).

@@ -9,6 +9,7 @@
 
 pub mod checkpoint;
 pub mod direct;
+mod keyfilter;
 pub mod leases;
 pub mod retention;
 pub mod runs;

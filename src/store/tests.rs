@@ -1455,6 +1455,12 @@ async fn sqlite_intake_keys_stay_known_in_memory_in_their_table_and_across_resta
         states(put(&mut intake, &["k4", "k1", "legacy", "k5"])),
         [D, D, D, Q]
     );
+    // The reloaded k4 still counts once its run has moved it into the table (the key
+    // filter built at open holds the pending keys too).
+    put(&mut intake, &["k8"]);
+    put(&mut intake, &["k9"]);
+    assert!(delivery_keys(&store).await.contains(&"k4".to_string()));
+    assert_eq!(states(put(&mut intake, &["k4", "k10"])), [D, Q]);
 
     // Every row deleted: ids start again at 1, below the mark, which goes back to 0.
     sqlx::raw_sql(
