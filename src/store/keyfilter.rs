@@ -6,17 +6,19 @@
 //! cache: a read from the file for nearly every delivery, on the intake's thread, only
 //! to learn that a fresh key is fresh (docs/operations.md, "Intake benchmark"). The
 //! filter answers "maybe" for every key added to it and "no" for almost every other
-//! one (about 1 % answer "maybe" and are looked up). It only ever has to be a superset
+//! one (at most about 1 % answer "maybe" and are looked up). It only ever has to be a superset
 //! of the stored keys: keys that retention deleted, or that a rolled-back transaction
 //! never stored, cost a lookup when they come back, nothing more.
 //!
 //! It grows as keys come: when the newest filter holds its capacity, a filter of twice
-//! that is added (a scalable Bloom filter), so memory stays about 1.25 bytes per key
-//! and a small store's filter stays small.
+//! that is added (a scalable Bloom filter), so memory stays at 1.25 to 2.5 bytes per key
+//! (each filter's bits are rounded up to a power of two) and a small store's filter
+//! stays small.
 
 use std::hash::BuildHasher;
 
-/// Bits per key a filter is sized for: with [`HASHES`] probes, about 0.8 % false "maybe".
+/// Bits per key a filter is sized for at least: with [`HASHES`] probes, at most about
+/// 0.8 % false "maybe".
 const BITS_PER_KEY: usize = 10;
 
 /// Bits probed per key.
@@ -138,7 +140,7 @@ mod tests {
         let maybe = (0..others)
             .filter(|i| filter.may_contain(&format!("other-{i}")))
             .count();
-        // About 0.8 % per filter, two filters asked.
+        // At most about 0.8 % per filter, two filters asked.
         assert!(
             maybe < others / 50,
             "{maybe} of {others} unseen keys answered maybe"
