@@ -472,25 +472,19 @@ fn stored_keys<'a>(
     conn: &Connection,
     pending: impl Iterator<Item = &'a String>,
 ) -> rusqlite::Result<KeyFilter> {
-    let stored: i64 = conn.query_row(
-        "SELECT (SELECT COUNT(*) FROM delivery_keys)
-              + (SELECT COUNT(*) FROM deliveries WHERE dedupe_key IS NOT NULL)",
-        [],
-        |r| r.get(0),
-    )?;
-    let mut filter = KeyFilter::with_capacity(usize::try_from(stored).unwrap_or(0));
+    let mut stored = KeyFilter::stored();
     let mut keys = conn.prepare(
         "SELECT key FROM delivery_keys
          UNION ALL SELECT dedupe_key FROM deliveries WHERE dedupe_key IS NOT NULL",
     )?;
     let mut rows = keys.query([])?;
     while let Some(row) = rows.next()? {
-        filter.insert(row.get_ref(0)?.as_str()?);
+        stored.add(row.get_ref(0)?.as_str()?);
     }
     for key in pending {
-        filter.insert(key);
+        stored.add(key);
     }
-    Ok(filter)
+    Ok(KeyFilter::build(stored))
 }
 
 /// Marks one group of finished deliveries under a savepoint (rolled back on failure).

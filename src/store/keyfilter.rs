@@ -6,14 +6,15 @@
 //! cache: a read from the file for nearly every delivery, on the intake's thread, only
 //! to learn that a fresh key is fresh (docs/operations.md, "Intake benchmark"). The
 //! filter answers "maybe" for every key added to it and "no" for almost every other
-//! one (at most about 1 % answer "maybe" and are looked up). It only ever has to be a superset
-//! of the stored keys: keys that retention deleted, or that a rolled-back transaction
-//! never stored, cost a lookup when they come back, nothing more.
+//! one (at most about 1 % answer "maybe" and are looked up). It only ever has to be a
+//! superset of the stored keys: keys that retention deleted, or that a rolled-back
+//! transaction never stored, cost a lookup when they come back, nothing more.
 //!
-//! It grows as keys come: when the newest filter holds its capacity, a filter of twice
-//! that is added (a scalable Bloom filter), so memory stays at 1.25 to 2.5 bytes per key
-//! (each filter's bits are rounded up to a power of two) and a small store's filter
-//! stays small.
+//! At open the stored keys are read once and hashed (8 bytes each, for the moment it
+//! takes), and the first filter is sized for them. It grows as keys come: when the
+//! newest filter holds its capacity, a filter of twice that is added (a scalable Bloom
+//! filter), so memory stays at 1.25 to 2.5 bytes per key (each filter's bits are
+//! rounded up to a power of two) and a small store's filter stays small.
 
 use std::hash::BuildHasher;
 
@@ -29,10 +30,25 @@ const HASHES: u64 = 7;
 const FIRST_CAPACITY: usize = 65_536;
 
 /// Every key the intake stored since it opened, and every one stored before (added at
-/// open), as a list of Bloom filters of growing capacity.
+/// open), as Bloom filters of growing capacity: the one keys go into, and full ones.
 pub struct KeyFilter {
     hasher: std::hash::RandomState,
-    filters: Vec<Bits>,
+    newest: Bits,
+    full: Vec<Bits>,
+}
+
+/// The keys stored at open, hashed in the one pass over them, so that the first filter
+/// is sized for them without counting them first ([`KeyFilter::build`]).
+pub struct Stored {
+    hasher: std::hash::RandomState,
+    hashes: Vec<u64>,
+}
+
+impl Stored {
+    /// Hashes a stored key.
+    pub fn add(&mut self, key: &str) {
+        self.hashes.push(self.hasher.hash_one(key));
+    }
 }
 
 /// One Bloom filter: a power of two of bits, and how many keys went in.
@@ -76,43 +92,54 @@ impl Bits {
 }
 
 impl KeyFilter {
-    /// An empty filter sized for `expected` keys (those about to be added at open).
-    pub fn with_capacity(expected: usize) -> KeyFilter {
-        KeyFilter {
+    /// Where the keys stored at open go before the filter is built.
+    pub fn stored() -> Stored {
+        Stored {
             hasher: std::hash::RandomState::new(),
-            filters: vec![Bits::with_capacity(expected.max(FIRST_CAPACITY))],
+            hashes: Vec::new(),
         }
+    }
+
+    /// A filter of the `stored` keys, sized for them (and at least [`FIRST_CAPACITY`]).
+    pub fn build(stored: Stored) -> KeyFilter {
+        let mut filter = KeyFilter {
+            hasher: stored.hasher,
+            newest: Bits::with_capacity(stored.hashes.len().max(FIRST_CAPACITY)),
+            full: Vec::new(),
+        };
+        for hash in stored.hashes {
+            filter.add(hash);
+        }
+        filter
     }
 
     /// Adds `key`.
     pub fn insert(&mut self, key: &str) {
-        let hash = self.hasher.hash_one(key);
-        let full = self
-            .filters
-            .last()
-            .is_none_or(|last| last.keys >= last.capacity);
-        if full {
-            let capacity = self
-                .filters
-                .last()
-                .map_or(FIRST_CAPACITY, |last| last.capacity * 2);
-            self.filters.push(Bits::with_capacity(capacity));
+        self.add(self.hasher.hash_one(key));
+    }
+
+    /// Adds a key's hash; once the newest filter holds its capacity, into one of twice that.
+    fn add(&mut self, hash: u64) {
+        if self.newest.keys >= self.newest.capacity {
+            let next = Bits::with_capacity(self.newest.capacity * 2);
+            self.full.push(std::mem::replace(&mut self.newest, next));
         }
-        if let Some(last) = self.filters.last_mut() {
-            last.insert(hash);
-        }
+        self.newest.insert(hash);
     }
 
     /// False when `key` was certainly never added; true when it may have been.
     pub fn may_contain(&self, key: &str) -> bool {
         let hash = self.hasher.hash_one(key);
-        self.filters.iter().any(|f| f.contains(hash))
+        self.newest.contains(hash) || self.full.iter().any(|f| f.contains(hash))
     }
 
     /// The filters' bytes (for tests and the docs' memory figures).
     #[cfg(test)]
     pub fn bytes(&self) -> usize {
-        self.filters.iter().map(|f| f.words.len() * 8).sum()
+        std::iter::once(&self.newest)
+            .chain(&self.full)
+            .map(|f| f.words.len() * 8)
+            .sum()
     }
 }
 
@@ -122,15 +149,15 @@ mod tests {
 
     #[test]
     fn every_key_added_may_be_there_and_few_others_seem_to_be() {
-        let mut filter = KeyFilter::with_capacity(0);
+        let mut filter = KeyFilter::build(KeyFilter::stored());
         // Past the first filter's capacity, so a second one is added and asked too.
         let added = FIRST_CAPACITY + 20_000;
         for i in 0..added {
             filter.insert(&format!("key-{i}"));
         }
         assert_eq!(
-            filter.filters.len(),
-            2,
+            filter.full.len(),
+            1,
             "a second filter once the first is full"
         );
         for i in 0..added {
@@ -153,9 +180,17 @@ mod tests {
 
     #[test]
     fn sized_for_the_keys_at_open_and_small_when_there_are_few() {
-        assert_eq!(KeyFilter::with_capacity(0).bytes(), 128 * 1024);
-        let big = KeyFilter::with_capacity(1_000_000);
-        assert_eq!(big.filters.len(), 1);
+        assert_eq!(KeyFilter::build(KeyFilter::stored()).bytes(), 128 * 1024);
+        let mut stored = KeyFilter::stored();
+        for i in 0..1_000_000 {
+            stored.add(&format!("stored-{i}"));
+        }
+        let big = KeyFilter::build(stored);
+        assert!(
+            big.full.is_empty(),
+            "one filter holds the keys stored at open"
+        );
         assert!(big.bytes() <= 2 * 1_000_000 * BITS_PER_KEY / 8);
+        assert!(big.may_contain("stored-999999"));
     }
 }
