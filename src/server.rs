@@ -119,6 +119,9 @@ pub async fn run_with(
         docker,
         engine: Some(engine.clone()),
     });
+    // The first delivery after a start is answered as fast as any: the intake's
+    // connection and its filter of stored keys are ready before the first request is read.
+    writer.started().await;
     let receiver = Arc::new(Receiver::new(config.clone(), writer));
     let app = http::router(state, receiver);
 

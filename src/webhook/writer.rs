@@ -17,7 +17,7 @@ use std::sync::Arc;
 use std::sync::mpsc as std_mpsc;
 
 use tokio::runtime::Handle;
-use tokio::sync::{Notify, mpsc, oneshot};
+use tokio::sync::{Notify, mpsc, oneshot, watch};
 use tokio::task::JoinHandle;
 
 use crate::store::direct::{Marked, SqliteIntake, sync_wal};
@@ -60,6 +60,8 @@ pub struct Writer {
     tx: mpsc::Sender<Work>,
     /// Whether a delivery's text is used (`NewDelivery::text`): only by the SQLite writer.
     keeps_text: bool,
+    /// Turns true once the writer is ready for its first batch ([`Writer::started`]).
+    started: watch::Receiver<bool>,
 }
 
 impl Writer {
@@ -81,6 +83,7 @@ impl Writer {
             .map(std::path::Path::to_path_buf)
             .zip(store.wal());
         let keeps_text = sqlite.is_some();
+        let (ready, started) = watch::channel(sqlite.is_none());
         let handle = match sqlite {
             Some((file, wal)) => {
                 // A thread of its own (not the blocking pool), named for profiles and `top -H`.
@@ -89,7 +92,9 @@ impl Writer {
                 let spawned = std::thread::Builder::new()
                     .name("hoist-intake".into())
                     .spawn(move || {
-                        sqlite_loop(store, &file, wal, rx, committed, runtime, sync);
+                        let intake = open_at_start(&store, &file, &runtime);
+                        let _ = ready.send(true);
+                        sqlite_loop(store, &file, wal, intake, rx, committed, runtime, sync);
                         let _ = done.send(());
                     });
                 if let Err(e) = spawned {
@@ -101,12 +106,22 @@ impl Writer {
             }
             None => tokio::spawn(write_loop(store, rx, committed)),
         };
-        (Writer { tx, keeps_text }, handle)
+        (
+            Writer {
+                tx,
+                keeps_text,
+                started,
+            },
+            handle,
+        )
     }
 
-    /// Whether [`Writer::write`] uses a delivery's `text`; when not, leave it `None`.
-    pub fn keeps_text(&self) -> bool {
-        self.keeps_text
+    /// Returns once the writer is ready for its first batch: on SQLite, once the intake
+    /// has opened its connection (or failed to: its first batch then tries again).
+    pub async fn started(&self) {
+        let mut started = self.started.clone();
+        // An error means the writer's thread is gone: nothing more to wait for.
+        let _ = started.wait_for(|started| *started).await;
     }
 
     /// Persists one delivery; returns once it is committed and on disk.
@@ -117,6 +132,11 @@ impl Writer {
             .await
             .map_err(|_| WriteError::Closed)?;
         answer.await.map_err(|_| WriteError::Closed)?
+    }
+
+    /// Whether [`Writer::write`] uses a delivery's `text`; when not, leave it `None`.
+    pub fn keeps_text(&self) -> bool {
+        self.keeps_text
     }
 
     /// A handle by which the worker marks deliveries done in the intake's own
@@ -189,12 +209,31 @@ fn split(work: Vec<Work>) -> (Vec<Job>, Vec<Finish>) {
     (jobs, finishes)
 }
 
+/// Opens the intake's connection before the first batch. Reading the stored keys into
+/// its filter takes a while on a large store (about 45 ms for 271,000 deliveries), which
+/// the first delivery after a start would otherwise wait for. On failure, the first batch
+/// tries again.
+fn open_at_start(store: &Store, file: &std::path::Path, runtime: &Handle) -> Option<SqliteIntake> {
+    let opened = runtime
+        .block_on(store.turn())
+        .and_then(|_turn| SqliteIntake::open(file));
+    match opened {
+        Ok(intake) => Some(intake),
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot open the intake's connection; the first delivery tries again");
+            None
+        }
+    }
+}
+
 /// The SQLite writer, on a thread of its own: gather, take the write turn, commit
 /// without syncing, give the turn back, pass the batch to the syncer.
+#[allow(clippy::too_many_arguments)]
 fn sqlite_loop(
     store: Store,
     file: &std::path::Path,
     wal: Arc<std::path::Path>,
+    mut intake: Option<SqliteIntake>,
     mut rx: mpsc::Receiver<Work>,
     committed: Arc<Notify>,
     runtime: Handle,
@@ -211,7 +250,6 @@ fn sqlite_loop(
             None
         }
     };
-    let mut intake: Option<SqliteIntake> = None;
     let mut work = Vec::with_capacity(MAX_BATCH);
     while let Some(first) = rx.blocking_recv() {
         work.push(first);
@@ -255,7 +293,7 @@ fn sqlite_loop(
     }
 }
 
-/// One batch under the write turn, on the intake connection (opened on first use).
+/// One batch under the write turn, on the intake connection (opened again if it failed).
 fn commit(
     store: &Store,
     file: &std::path::Path,
@@ -443,6 +481,23 @@ mod tests {
             finisher.finish(done).await,
             Err(WriteError::Closed)
         ));
+        store.close().await;
+    }
+
+    /// The intake's connection, with its filter of the stored keys, is opened when the
+    /// writer starts, not by the first delivery: once the writer has started, the store's
+    /// file is moved away, and a delivery is still stored through the open connection (a
+    /// connection opened now would find no store there).
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn sqlite_intake_is_open_before_the_first_delivery() {
+        let (_db, store, writer) = sqlite_writer(sync_wal).await;
+        tokio::time::timeout(Duration::from_secs(10), writer.started())
+            .await
+            .expect("the writer starts");
+        let file = store.sqlite_file().expect("a SQLite store").to_path_buf();
+        std::fs::rename(&file, file.with_extension("moved")).expect("move the store's file");
+        let stored = writer.write(delivery("after-start")).await.expect("stored");
+        assert_eq!(stored.state, DeliveryState::Queued);
         store.close().await;
     }
 
