@@ -125,7 +125,7 @@ fn spawn_parser(name: &str, priority: Priority) -> Option<std_mpsc::Sender<Parse
 fn parse_all(batch: Vec<QueuedDelivery>) -> Parsed {
     let parsed = batch
         .iter()
-        .map(|d| events::parse_text(&d.event, &d.body))
+        .map(|d| events::parse_text(&d.event, &d.text()))
         .collect();
     (batch, parsed)
 }
@@ -303,13 +303,14 @@ fn log_outcomes(queued: &[QueuedDelivery], plans: &[dispatch::Plan]) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::store::QueuedBody;
 
     fn queued(id: i64, event: &str, body: &str) -> QueuedDelivery {
         QueuedDelivery {
             id,
             event: event.to_string(),
             project: "acme/shop".to_string(),
-            body: body.into(),
+            body: QueuedBody::Text(body.into()),
         }
     }
 

@@ -5,7 +5,7 @@
 //! async side; for a batch of 256 queued deliveries with their bodies that was a
 //! thread switch per row. [`read_queued`] runs the whole query on a blocking thread,
 //! and takes the bodies the intake just committed from memory ([`Recent`]) instead of
-//! reading them back and unpacking them.
+//! reading them back; the worker's parser thread unpacks them.
 //!
 //! **Writes.** Delivery batches are committed without waiting for the disk, then made
 //! durable by one `fdatasync` of the write-ahead log per group of batches. Through the
@@ -35,7 +35,8 @@ use rusqlite::{Connection, params};
 
 use super::keyfilter::KeyFilter;
 use super::{
-    DUPLICATE_SUMMARY, DeliveryState, Finished, Inserted, NewDelivery, QueuedDelivery, StoreError,
+    DUPLICATE_SUMMARY, DeliveryState, Finished, Inserted, NewDelivery, PackedBody, QueuedBody,
+    QueuedDelivery, StoreError,
 };
 
 /// Opens a direct connection to the (already migrated) store file, set up as the pool's are.
@@ -55,64 +56,65 @@ pub fn wal_of(path: &Path) -> PathBuf {
 /// A connection for [`read_queued`], kept between batches.
 pub type Reader = Arc<Mutex<Option<Connection>>>;
 
-/// The texts of queued deliveries the intake committed, by id, until the worker takes
-/// them. Only a convenience: the file has every body, and a body not found here is read
-/// from it. Bounded by [`Recent::MAX`] entries and [`Recent::MAX_BYTES`] of text (a
-/// queue deeper than that is read back).
+/// The packed bodies of queued deliveries the intake committed, by id, until the worker
+/// takes them: the receiver's own bytes, shared, not copied. Only a convenience: the file
+/// has every body, and a body not found here is read from it. Bounded by [`Recent::MAX`]
+/// entries and [`Recent::MAX_BYTES`] (a queue deeper than that is read back).
 #[derive(Default)]
 pub struct Recent(Mutex<Kept>);
 
 #[derive(Default)]
 struct Kept {
-    texts: HashMap<i64, Arc<str>>,
+    bodies: HashMap<i64, PackedBody>,
     bytes: usize,
 }
 
 impl Recent {
     /// Entries kept at most: the worker's batches come from the oldest queued.
-    pub const MAX: usize = 4096;
-    /// Text kept at most, 32 MiB: about 4,000 pipeline hooks of 8 KB, but only a few
-    /// hooks near GitLab's 25 MiB limit, which would otherwise fill the memory of a small
-    /// machine while the worker lags behind.
-    pub const MAX_BYTES: usize = 32 << 20;
+    pub const MAX: usize = 16_384;
+    /// Packed bytes kept at most, 16 MiB: about 8,000 pipeline hooks of 8 KB (2.1 KB
+    /// packed), but only a few hooks near GitLab's 25 MiB limit, which would otherwise fill
+    /// the memory of a small machine while the worker lags behind.
+    pub const MAX_BYTES: usize = 16 << 20;
 
-    /// Keeps the texts of committed deliveries (id, text) for the worker, room
+    /// Keeps the bodies of committed deliveries (id, body) for the worker, room
     /// permitting; one lock for a whole batch.
-    pub fn keep(&self, texts: impl IntoIterator<Item = (i64, Arc<str>)>) {
+    pub fn keep(&self, bodies: impl IntoIterator<Item = (i64, PackedBody)>) {
         let Ok(mut kept) = self.0.lock() else {
             return;
         };
-        for (id, text) in texts {
-            if kept.texts.len() >= Recent::MAX || kept.bytes + text.len() > Recent::MAX_BYTES {
+        for (id, body) in bodies {
+            let size = body.bytes().len();
+            if kept.bodies.len() >= Recent::MAX || kept.bytes + size > Recent::MAX_BYTES {
                 continue;
             }
-            kept.bytes += text.len();
-            if let Some(old) = kept.texts.insert(id, text) {
-                kept.bytes -= old.len();
+            kept.bytes += size;
+            if let Some(old) = kept.bodies.insert(id, body) {
+                kept.bytes -= old.bytes().len();
             }
         }
     }
 
-    /// Takes the kept texts of `ids`, in their order (`None` where not kept); one lock.
-    pub(super) fn take(&self, ids: &[i64]) -> Vec<Option<Arc<str>>> {
+    /// Takes the kept bodies of `ids`, in their order (`None` where not kept); one lock.
+    pub(super) fn take(&self, ids: &[i64]) -> Vec<Option<PackedBody>> {
         let Ok(mut kept) = self.0.lock() else {
             return vec![None; ids.len()];
         };
         ids.iter()
             .map(|id| {
-                let text = kept.texts.remove(id)?;
-                kept.bytes -= text.len();
-                Some(text)
+                let body = kept.bodies.remove(id)?;
+                kept.bytes -= body.bytes().len();
+                Some(body)
             })
             .collect()
     }
 
-    /// How many texts are kept, and their bytes (for tests).
+    /// How many bodies are kept, and their bytes (for tests).
     #[cfg(test)]
     pub(crate) fn len(&self) -> (usize, usize) {
         self.0
             .lock()
-            .map(|kept| (kept.texts.len(), kept.bytes))
+            .map(|kept| (kept.bodies.len(), kept.bytes))
             .unwrap_or((0, 0))
     }
 }
@@ -144,17 +146,17 @@ pub fn read_queued(
         let missing: Vec<i64> = ids
             .iter()
             .zip(&kept)
-            .filter(|(_, text)| text.is_none())
+            .filter(|(_, body)| body.is_none())
             .map(|(id, _)| *id)
             .collect();
         let mut read = read_bodies(conn, &missing)?;
         let mut out = Vec::with_capacity(heads.len());
         for ((id, event, project), kept) in heads.into_iter().zip(kept) {
             let body = match kept {
-                Some(text) => text,
+                Some(packed) => QueuedBody::Packed(packed),
                 None => {
                     let (text, packed) = read.remove(&id).unwrap_or((None, None));
-                    super::stored_body(id, packed, text).into()
+                    super::stored_body(packed, text)
                 }
             };
             out.push(QueuedDelivery {

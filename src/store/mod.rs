@@ -18,11 +18,13 @@ pub(crate) mod test_db;
 #[cfg(test)]
 mod tests;
 
+use std::borrow::Cow;
 use std::ops::{Deref, DerefMut};
 use std::str::FromStr;
 use std::sync::Arc;
 use std::time::Duration;
 
+use axum::body::Bytes;
 use serde::Serialize;
 use sqlx::any::{AnyConnectOptions, AnyPoolOptions};
 use sqlx::sqlite::SqliteConnectOptions;
@@ -193,10 +195,9 @@ pub struct NewDelivery {
     pub received_at: String,
     /// `Queued` for events hoist uses, `Ignored` for the rest.
     pub state: DeliveryState,
+    /// Shared, not copied, with the SQLite intake's [`direct::Recent`], which leaves it for
+    /// the worker so that it need not read the body back.
     pub body: PackedBody,
-    /// The body as text, when the caller has it: the SQLite intake leaves it for the
-    /// worker ([`direct::Recent`]), which then need not read the body back.
-    pub text: Option<Arc<str>>,
 }
 
 /// A delivery's raw body as the store keeps it: LZ4-compressed (migration 0004).
@@ -204,14 +205,14 @@ pub struct NewDelivery {
 /// The receiver packs it before the writer's batch, so compression runs on every core
 /// and the one writer moves a quarter of the bytes.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct PackedBody(Vec<u8>);
+pub struct PackedBody(Bytes);
 
 /// The largest body a packed row may claim to unpack to (far above `max_body_bytes`'s range).
 const MAX_UNPACKED: usize = 64 << 20;
 
 impl PackedBody {
     pub fn pack(text: &str) -> PackedBody {
-        PackedBody(lz4_flex::compress_prepend_size(text.as_bytes()))
+        PackedBody(lz4_flex::compress_prepend_size(text.as_bytes()).into())
     }
 
     /// The stored bytes.
@@ -244,8 +245,36 @@ pub struct QueuedDelivery {
     pub id: i64,
     pub event: String,
     pub project: String,
-    /// Shared with the intake's [`direct::Recent`] when it came from there (no copy).
-    pub body: Arc<str>,
+    pub body: QueuedBody,
+}
+
+/// A queued delivery's body as stored: packed, or text (rows from before packing). The
+/// worker's parser thread unpacks it ([`QueuedDelivery::text`]), so that neither the
+/// receiver nor the reads of queued rows spend their time on it.
+#[derive(Debug, Clone)]
+pub enum QueuedBody {
+    Packed(PackedBody),
+    Text(String),
+}
+
+impl QueuedDelivery {
+    /// The body's text. A packed body that does not unpack (a damaged file) reads as
+    /// empty: the worker then records the delivery as not understood instead of stalling
+    /// on it forever.
+    pub fn text(&self) -> Cow<'_, str> {
+        match &self.body {
+            QueuedBody::Text(text) => Cow::Borrowed(text),
+            QueuedBody::Packed(packed) => {
+                Cow::Owned(PackedBody::unpack(packed.bytes()).unwrap_or_else(|| {
+                    tracing::error!(
+                        delivery = self.id,
+                        "stored body does not unpack; treating it as empty"
+                    );
+                    String::new()
+                }))
+            }
+        }
+    }
 }
 
 /// Deliveries with their bodies, as [`queued_from`] reads them; a `WHERE` clause follows.
@@ -270,25 +299,16 @@ fn queued_from(r: &sqlx::any::AnyRow) -> Result<QueuedDelivery, sqlx::Error> {
         id,
         event: r.try_get("event")?,
         project: r.try_get("project")?,
-        body: stored_body(id, r.try_get("packed")?, r.try_get("body")?).into(),
+        body: stored_body(r.try_get("packed")?, r.try_get("body")?),
     })
 }
 
-/// A delivery's body from its `packed` and `body` columns.
-///
-/// A packed body that does not unpack (a damaged file) reads as empty: the worker then
-/// records the delivery as not understood instead of stalling on it forever.
-fn stored_body(id: i64, packed: Option<Vec<u8>>, text: Option<String>) -> String {
+/// A delivery's body from its `packed` and `body` columns (left packed).
+fn stored_body(packed: Option<Vec<u8>>, text: Option<String>) -> QueuedBody {
     match packed {
-        Some(packed) => PackedBody::unpack(&packed).unwrap_or_else(|| {
-            tracing::error!(
-                delivery = id,
-                "stored body does not unpack; treating it as empty"
-            );
-            String::new()
-        }),
+        Some(packed) => QueuedBody::Packed(PackedBody(packed.into())),
         // Stored before bodies were packed.
-        None => text.unwrap_or_default(),
+        None => QueuedBody::Text(text.unwrap_or_default()),
     }
 }
 

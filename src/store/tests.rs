@@ -78,7 +78,6 @@ fn delivery(key: &str, state: DeliveryState) -> NewDelivery {
         received_at: now_text(),
         state,
         body: PackedBody::pack(&format!("{{\"key\":\"{key}\"}}")),
-        text: None,
     }
 }
 
@@ -189,7 +188,7 @@ async fn one_key_twenty_times_at_once_is_one_delivery(db: TestDb) {
     );
     let queued = store.queued(100).await.expect("queued");
     assert_eq!(queued.len(), 1);
-    assert_eq!(&*queued[0].body, "{\"key\":\"same-key\"}");
+    assert_eq!(queued[0].text(), "{\"key\":\"same-key\"}");
     let rows = store.deliveries(None, 100).await.expect("deliveries");
     assert_eq!(rows.len(), 20, "every copy is recorded");
     let duplicates = store
@@ -253,7 +252,7 @@ async fn queued_in_order_of_arrival(db: TestDb) {
             .expect("insert");
     }
     let queued = store.queued(10).await.expect("queued");
-    let keys: Vec<_> = queued.iter().map(|q| &*q.body).collect();
+    let keys: Vec<_> = queued.iter().map(|q| q.text()).collect();
     assert_eq!(
         keys,
         [
@@ -736,7 +735,7 @@ async fn bodies_are_packed_and_unpacked_bodies_still_read(db: TestDb) {
             .expect("body");
     }
     let queued = store.queued(10).await.expect("queued");
-    let bodies: Vec<&str> = queued.iter().map(|q| &*q.body).collect();
+    let bodies: Vec<_> = queued.iter().map(|q| q.text()).collect();
     assert_eq!(bodies, [text.as_str(), r#"{"old":true}"#, ""]);
     store.close().await;
 }
@@ -1368,8 +1367,8 @@ async fn sqlite_intake_connection_dedupes_and_the_pool_reads_its_rows() {
     let queued = store.queued(10).await.expect("queued");
     let ids: Vec<i64> = queued.iter().map(|q| q.id).collect();
     assert_eq!(ids, [first[0].id, first[1].id]);
-    assert_eq!(&*queued[0].body, r#"{"key":"in-a"}"#);
-    assert_eq!(&*queued[1].body, r#"{"key":"in-b"}"#);
+    assert_eq!(queued[0].text(), r#"{"key":"in-a"}"#);
+    assert_eq!(queued[1].text(), r#"{"key":"in-b"}"#);
     let rows = store.deliveries(None, 10).await.expect("deliveries");
     assert_eq!(rows.len(), 5);
     let duplicates: Vec<&str> = rows
@@ -1572,7 +1571,7 @@ async fn a_store_made_with_another_page_size_keeps_it_and_works() {
     assert_eq!(page_size, 4096);
     let queued = store.queued(10).await.expect("queued");
     assert_eq!(queued.len(), 1);
-    assert_eq!(&*queued[0].body, "{\"key\":\"old-page-size\"}");
+    assert_eq!(queued[0].text(), "{\"key\":\"old-page-size\"}");
     store.close().await;
 }
 
@@ -1595,6 +1594,11 @@ fn sync_wal_syncs_the_log_or_else_the_database_file() {
     assert_eq!(err.kind(), std::io::ErrorKind::NotFound);
 }
 
+/// A packed body of exactly `n` bytes (as kept in memory; it does not unpack).
+fn packed_bytes(n: usize) -> PackedBody {
+    PackedBody(vec![0; n].into())
+}
+
 /// The worker takes a body the intake kept in memory, once; other bodies, and that one
 /// on a second read, come from the file. The memory is bounded.
 #[tokio::test]
@@ -1611,10 +1615,10 @@ async fn queued_bodies_come_from_memory_when_kept_and_from_the_file_otherwise() 
         .expect("insert");
     store
         .recent()
-        .keep([(inserted[0].id, std::sync::Arc::from("kept in memory"))]);
+        .keep([(inserted[0].id, PackedBody::pack("kept in memory"))]);
     let bodies = |q: Vec<super::QueuedDelivery>| {
         q.into_iter()
-            .map(|d| d.body.to_string())
+            .map(|d| d.text().into_owned())
             .collect::<Vec<_>>()
     };
     assert_eq!(
@@ -1627,30 +1631,24 @@ async fn queued_bodies_come_from_memory_when_kept_and_from_the_file_otherwise() 
         [r#"{"key":"m-1"}"#, r#"{"key":"m-2"}"#]
     );
     for id in 0..(Recent::MAX as i64 + 10) {
-        store
-            .recent()
-            .keep([(1_000_000 + id, std::sync::Arc::from("x"))]);
+        store.recent().keep([(1_000_000 + id, packed_bytes(1))]);
     }
     assert_eq!(
         store.recent().len(),
         (Recent::MAX, Recent::MAX),
         "at most MAX entries"
     );
-    // And at most MAX_BYTES of text: big bodies are read back from the file instead.
+    // And at most MAX_BYTES, packed: big bodies are read back from the file instead.
     let recent = Recent::default();
-    let half: std::sync::Arc<str> = "y".repeat(Recent::MAX_BYTES / 2).into();
-    recent.keep([
-        (1, half.clone()),
-        (2, half.clone()),
-        (3, std::sync::Arc::from("z")),
-    ]);
+    let half = packed_bytes(Recent::MAX_BYTES / 2);
+    recent.keep([(1, half.clone()), (2, half.clone()), (3, packed_bytes(1))]);
     assert_eq!(
         recent.len(),
         (2, Recent::MAX_BYTES),
         "full: the third is not kept"
     );
     assert!(recent.take(&[1])[0].is_some());
-    recent.keep([(3, std::sync::Arc::from("z"))]);
+    recent.keep([(3, packed_bytes(1))]);
     assert_eq!(
         recent.len(),
         (2, Recent::MAX_BYTES / 2 + 1),
@@ -1681,7 +1679,7 @@ async fn a_backlog_not_kept_in_memory_is_read_back_in_order() {
         inserted
             .iter()
             .step_by(10)
-            .map(|ins| (ins.id, std::sync::Arc::from(format!("kept {}", ins.id)))),
+            .map(|ins| (ins.id, PackedBody::pack(&format!("kept {}", ins.id)))),
     );
     let queued = store.queued(200).await.expect("read");
     assert_eq!(
@@ -1695,7 +1693,7 @@ async fn a_backlog_not_kept_in_memory_is_read_back_in_order() {
         } else {
             format!("{{\"key\":\"{key}\"}}")
         };
-        assert_eq!(&*d.body, expected, "delivery {i}");
+        assert_eq!(d.text(), expected, "delivery {i}");
     }
     store.close().await;
 }
@@ -1840,7 +1838,7 @@ async fn old_finished_deliveries_lose_their_bodies_then_their_records(db: TestDb
     );
     // The old queued delivery is still handed to the worker with its body.
     let queued = store.queued(10).await.expect("queued");
-    assert_eq!(queued[0].body.as_ref(), "{\"key\":\"old-queued\"}");
+    assert_eq!(queued[0].text(), "{\"key\":\"old-queued\"}");
     // Nothing left to drop: a second prune is a no-op.
     let again = store
         .prune_deliveries("2026-05-01T00:00:00.000Z", "2026-02-01T00:00:00.000Z")

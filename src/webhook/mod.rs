@@ -244,8 +244,6 @@ async fn handle(
             DeliveryState::Ignored
         },
         body: PackedBody::pack(body_text),
-        // Only the SQLite writer hands the text to the worker: no 8 KB copy otherwise.
-        text: (used && rx.writer.keeps_text()).then(|| Arc::from(body_text)),
     };
     match rx.writer.write(delivery).await {
         Ok(ins) => {

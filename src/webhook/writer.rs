@@ -58,8 +58,9 @@ type SyncFn = fn(&std::path::Path) -> std::io::Result<()>;
 #[derive(Clone)]
 pub struct Writer {
     tx: mpsc::Sender<Work>,
-    /// Whether a delivery's text is used (`NewDelivery::text`): only by the SQLite writer.
-    keeps_text: bool,
+    /// Whether this is the SQLite writer, which marks the worker's finished deliveries
+    /// ([`Writer::finisher`]).
+    sqlite: bool,
     /// Turns true once the writer is ready for its first batch ([`Writer::started`]).
     started: watch::Receiver<bool>,
 }
@@ -82,8 +83,8 @@ impl Writer {
             .sqlite_file()
             .map(std::path::Path::to_path_buf)
             .zip(store.wal());
-        let keeps_text = sqlite.is_some();
         let (ready, started) = watch::channel(sqlite.is_none());
+        let is_sqlite = sqlite.is_some();
         let handle = match sqlite {
             Some((file, wal)) => {
                 // A thread of its own (not the blocking pool), named for profiles and `top -H`.
@@ -109,7 +110,7 @@ impl Writer {
         (
             Writer {
                 tx,
-                keeps_text,
+                sqlite: is_sqlite,
                 started,
             },
             handle,
@@ -134,15 +135,10 @@ impl Writer {
         answer.await.map_err(|_| WriteError::Closed)?
     }
 
-    /// Whether [`Writer::write`] uses a delivery's `text`; when not, leave it `None`.
-    pub fn keeps_text(&self) -> bool {
-        self.keeps_text
-    }
-
     /// A handle by which the worker marks deliveries done in the intake's own
     /// transactions (SQLite only); it does not keep the writer from ending.
     pub fn finisher(&self) -> Option<Finisher> {
-        self.keeps_text.then(|| Finisher(self.tx.downgrade()))
+        self.sqlite.then(|| Finisher(self.tx.downgrade()))
     }
 }
 
@@ -318,7 +314,7 @@ fn commit(
             .iter()
             .zip(&inserted)
             .filter(|(_, ins)| ins.state == DeliveryState::Queued)
-            .filter_map(|(d, ins)| Some((ins.id, d.text.clone()?))),
+            .map(|(d, ins)| (ins.id, d.body.clone())),
     );
     Ok((inserted, counts))
 }
@@ -403,7 +399,6 @@ mod tests {
             received_at: crate::store::now_text(),
             state: DeliveryState::Queued,
             body: PackedBody::pack("{}"),
-            text: None,
         }
     }
 
