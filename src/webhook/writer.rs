@@ -496,6 +496,25 @@ mod tests {
         store.close().await;
     }
 
+    /// The bodies the writer commits are left in memory for the worker, packed as the
+    /// receiver made them (not read back from the file), and taken from there once.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn committed_bodies_are_left_packed_for_the_worker() {
+        let (_db, store, writer) = sqlite_writer(sync_wal).await;
+        let d = delivery("kept-1");
+        let size = d.body.bytes().len();
+        writer.write(d).await.expect("stored");
+        assert_eq!(store.recent().len(), (1, size), "kept, packed");
+        let queued = store.queued(10).await.expect("read");
+        assert!(matches!(
+            queued[0].body,
+            crate::store::QueuedBody::Packed(_)
+        ));
+        assert_eq!(queued[0].text(), "{}");
+        assert_eq!(store.recent().len(), (0, 0), "taken from memory");
+        store.close().await;
+    }
+
     fn failed_sync(_wal: &std::path::Path) -> std::io::Result<()> {
         Err(std::io::Error::other("the disk is gone"))
     }
