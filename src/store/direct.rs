@@ -120,12 +120,15 @@ impl Recent {
 }
 
 /// The oldest queued deliveries of the store file at `path`, on `reader` (opened on
-/// first use); their bodies from `recent` where it has them, else from the file.
+/// first use); their bodies from `recent` where it has them, else from the file. At most
+/// `limit` of them, and only as many as have `max_bytes` of stored bodies together
+/// ([`super::within_bytes`]).
 pub fn read_queued(
     reader: &Reader,
     recent: &Recent,
     path: &Path,
     limit: i64,
+    max_bytes: u64,
 ) -> Result<Vec<QueuedDelivery>, StoreError> {
     let mut slot = reader
         .lock()
@@ -138,18 +141,38 @@ pub fn read_queued(
         let mut heads = conn.prepare_cached(
             "SELECT id, event, project FROM deliveries WHERE state = 'queued' ORDER BY id LIMIT ?1",
         )?;
-        let heads: Vec<(i64, String, String)> = heads
+        let mut heads: Vec<(i64, String, String)> = heads
             .query_map([limit], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?
             .collect::<Result<_, _>>()?;
         let ids: Vec<i64> = heads.iter().map(|h| h.0).collect();
-        let kept = recent.take(&ids);
-        let missing: Vec<i64> = ids
-            .iter()
-            .zip(&kept)
-            .filter(|(_, body)| body.is_none())
-            .map(|(id, _)| *id)
-            .collect();
-        let mut read = read_bodies(conn, &missing)?;
+        let mut kept = recent.take(&ids);
+        let missing = |kept: &[Option<PackedBody>]| -> Vec<i64> {
+            ids.iter()
+                .zip(kept)
+                .filter(|(_, body)| body.is_none())
+                .map(|(id, _)| *id)
+                .collect()
+        };
+        // Bounded by the bodies' stored bytes: sizes first, for the bodies not kept.
+        let sizes = by_ids(conn, &SIZES_SQL, &missing(&kept), |r| r.get::<_, i64>(1))?;
+        let fit = super::within_bytes(
+            ids.iter().zip(&kept).map(|(id, body)| match body {
+                Some(body) => body.bytes().len() as u64,
+                None => sizes.get(id).map_or(0, |&n| n.max(0) as u64),
+            }),
+            max_bytes,
+        );
+        // The kept bodies of those left for the next batch go back.
+        recent.keep(
+            ids[fit..]
+                .iter()
+                .zip(kept.drain(fit..))
+                .filter_map(|(id, body)| Some((*id, body?))),
+        );
+        heads.truncate(fit);
+        let mut read: HashMap<i64, StoredBody> = by_ids(conn, &BODIES_SQL, &missing(&kept), |r| {
+            Ok((r.get(1)?, r.get(2)?))
+        })?;
         let mut out = Vec::with_capacity(heads.len());
         for ((id, event, project), kept) in heads.into_iter().zip(kept) {
             let body = match kept {
@@ -175,35 +198,50 @@ pub fn read_queued(
     Ok(result?)
 }
 
-/// How many bodies [`read_bodies`] asks for in one query.
-const BODIES_PER_QUERY: usize = 64;
+/// How many ids [`by_ids`] puts in one query.
+const IDS_PER_QUERY: usize = 64;
 
-/// `SELECT … WHERE delivery_id IN (?1, …, ?64)`: one statement, prepared once, for every
-/// chunk (a short chunk repeats its first id).
-static BODIES_SQL: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
-    let marks: Vec<String> = (1..=BODIES_PER_QUERY).map(|i| format!("?{i}")).collect();
+/// `SELECT {columns} FROM delivery_bodies WHERE delivery_id IN (?1, …, ?64)`: one
+/// statement per column list, prepared once, for every chunk (a short chunk repeats its
+/// first id).
+fn bodies_sql(columns: &str) -> String {
+    let marks: Vec<String> = (1..=IDS_PER_QUERY).map(|i| format!("?{i}")).collect();
     format!(
-        "SELECT delivery_id, body, packed FROM delivery_bodies WHERE delivery_id IN ({})",
+        "SELECT delivery_id, {columns} FROM delivery_bodies WHERE delivery_id IN ({})",
         marks.join(", ")
     )
+}
+
+static BODIES_SQL: std::sync::LazyLock<String> =
+    std::sync::LazyLock::new(|| bodies_sql("body, packed"));
+
+/// Stored sizes: `length` of a blob reads its header, not its pages.
+static SIZES_SQL: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
+    bodies_sql("COALESCE(length(packed), 0) + COALESCE(length(body), 0)")
 });
 
 /// A stored body as read: its text (rows from before packing) and its packed bytes.
 type StoredBody = (Option<String>, Option<Vec<u8>>);
 
-/// The stored bodies of `ids`, [`BODIES_PER_QUERY`] to a query (a backlog the intake did
-/// not keep in memory, or one left from before a restart, was read one query per body).
-fn read_bodies(conn: &Connection, ids: &[i64]) -> rusqlite::Result<HashMap<i64, StoredBody>> {
+/// `sql` ([`bodies_sql`]) for `ids`, [`IDS_PER_QUERY`] to a query (a backlog the intake
+/// did not keep in memory, or one left from before a restart, was read one query per
+/// body); each row's id and `value`.
+fn by_ids<T>(
+    conn: &Connection,
+    sql: &str,
+    ids: &[i64],
+    value: impl Fn(&rusqlite::Row<'_>) -> rusqlite::Result<T>,
+) -> rusqlite::Result<HashMap<i64, T>> {
     let mut out = HashMap::with_capacity(ids.len());
     if ids.is_empty() {
         return Ok(out);
     }
-    let mut query = conn.prepare_cached(&BODIES_SQL)?;
-    for chunk in ids.chunks(BODIES_PER_QUERY) {
-        let padded = (0..BODIES_PER_QUERY).map(|i| chunk.get(i).unwrap_or(&chunk[0]));
+    let mut query = conn.prepare_cached(sql)?;
+    for chunk in ids.chunks(IDS_PER_QUERY) {
+        let padded = (0..IDS_PER_QUERY).map(|i| chunk.get(i).unwrap_or(&chunk[0]));
         let mut rows = query.query(rusqlite::params_from_iter(padded))?;
         while let Some(row) = rows.next()? {
-            out.insert(row.get(0)?, (row.get(1)?, row.get(2)?));
+            out.insert(row.get(0)?, value(row)?);
         }
     }
     Ok(out)

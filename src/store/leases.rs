@@ -174,10 +174,32 @@ impl Store {
             tx.rollback().await?;
             return Ok(Vec::new());
         }
-        let rows = sqlx::query(super::select_queued!(
+        // Only as many as have `batch_bytes` of bodies together: the rest go back.
+        let sizes = sqlx::query(super::select_sizes!(
             "WHERE d.state = 'queued' AND d.lease_owner = $1 ORDER BY d.id"
         ))
         .bind(owner)
+        .fetch_all(&mut *tx)
+        .await?;
+        let Some((last, all)) = super::last_within_bytes(&sizes, self.batch_bytes)? else {
+            tx.commit().await?;
+            return Ok(Vec::new());
+        };
+        if !all {
+            sqlx::query(
+                "UPDATE deliveries SET lease_owner = NULL, lease_until = NULL
+                 WHERE lease_owner = $1 AND state = 'queued' AND id > $2",
+            )
+            .bind(owner)
+            .bind(last)
+            .execute(&mut *tx)
+            .await?;
+        }
+        let rows = sqlx::query(super::select_queued!(
+            "WHERE d.state = 'queued' AND d.lease_owner = $1 AND d.id <= $2 ORDER BY d.id"
+        ))
+        .bind(owner)
+        .bind(last)
         .fetch_all(&mut *tx)
         .await?;
         tx.commit().await?;

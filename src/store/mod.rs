@@ -289,8 +289,58 @@ macro_rules! select_queued {
 }
 pub(crate) use select_queued;
 
-/// The oldest queued deliveries with their bodies, in order of arrival (`$1`: how many).
-const QUEUED_SQL: &str = select_queued!("WHERE d.state = 'queued' ORDER BY d.id LIMIT $1");
+/// The deliveries' ids with their bodies' stored sizes (packed, or the text of rows from
+/// before packing); a `WHERE` clause follows. `length` of a blob reads its header, not
+/// its pages (SQLite) or its TOAST (PostgreSQL).
+macro_rules! select_sizes {
+    ($rest:literal) => {
+        concat!(
+            "SELECT d.id, CAST(COALESCE(length(b.packed), 0) + COALESCE(length(b.body), 0) AS BIGINT) AS size \
+             FROM deliveries d LEFT JOIN delivery_bodies b ON b.delivery_id = d.id ",
+            $rest
+        )
+    };
+}
+pub(crate) use select_sizes;
+
+/// The most stored body bytes one worker batch reads (packed, as the store keeps them):
+/// without it, a batch of 256 hooks near GitLab's 25 MiB limit would be read into memory
+/// whole. A batch always takes its first delivery, whatever its size.
+pub const BATCH_BYTES: u64 = 32 << 20;
+
+/// How many of the leading `sizes` (bodies' stored bytes, in batch order) fit in `max`
+/// together: at least one, when there is one.
+pub(crate) fn within_bytes(sizes: impl IntoIterator<Item = u64>, max: u64) -> usize {
+    let mut total = 0u64;
+    let mut fit = 0;
+    for size in sizes {
+        total = total.saturating_add(size);
+        if fit > 0 && total > max {
+            break;
+        }
+        fit += 1;
+    }
+    fit
+}
+
+/// The last id of the leading rows of `id, size` ([`select_sizes`]) that fit in `max`
+/// ([`within_bytes`]), and whether they are all of them; `None` when there are none.
+fn last_within_bytes(
+    rows: &[sqlx::any::AnyRow],
+    max: u64,
+) -> Result<Option<(i64, bool)>, sqlx::Error> {
+    let sizes = rows
+        .iter()
+        .map(|r| Ok((r.try_get::<i64, _>("id")?, r.try_get::<i64, _>("size")?)))
+        .collect::<Result<Vec<_>, sqlx::Error>>()?;
+    let fit = within_bytes(sizes.iter().map(|s| s.1.max(0) as u64), max);
+    Ok(fit
+        .checked_sub(1)
+        .map(|last| (sizes[last].0, fit == sizes.len())))
+}
+
+/// The oldest queued deliveries with their bodies, in order of arrival, through `$1`.
+const QUEUED_SQL: &str = select_queued!("WHERE d.state = 'queued' AND d.id <= $1 ORDER BY d.id");
 
 /// A row of `id, event, project, body, packed` (bodies joined in).
 fn queued_from(r: &sqlx::any::AnyRow) -> Result<QueuedDelivery, sqlx::Error> {
@@ -362,6 +412,8 @@ pub struct Store {
     reader: direct::Reader,
     /// Bodies the intake committed, for that reader.
     recent: Arc<direct::Recent>,
+    /// [`BATCH_BYTES`], smaller in tests.
+    batch_bytes: u64,
 }
 
 impl Store {
@@ -425,6 +477,7 @@ impl Store {
             sqlite_file,
             reader: direct::Reader::default(),
             recent: Arc::default(),
+            batch_bytes: BATCH_BYTES,
         })
     }
 
@@ -507,19 +560,37 @@ impl Store {
         Ok(out)
     }
 
-    /// The oldest queued deliveries, in order of arrival.
+    /// This store with a smaller [`BATCH_BYTES`], for tests.
+    #[cfg(test)]
+    pub(crate) fn with_batch_bytes(mut self, max: u64) -> Store {
+        self.batch_bytes = max;
+        self
+    }
+
+    /// The oldest queued deliveries, in order of arrival: at most `limit`, and only as
+    /// many as have [`BATCH_BYTES`] of stored bodies together (at least one).
     /// On a SQLite file the query runs on a direct connection ([`direct::read_queued`]).
     pub async fn queued(&self, limit: i64) -> Result<Vec<QueuedDelivery>, StoreError> {
+        let max_bytes = self.batch_bytes;
         if let Some(file) = &self.sqlite_file {
             let (reader, recent, file) = (self.reader.clone(), self.recent.clone(), file.clone());
             return tokio::task::spawn_blocking(move || {
-                direct::read_queued(&reader, &recent, &file, limit)
+                direct::read_queued(&reader, &recent, &file, limit, max_bytes)
             })
             .await
             .map_err(|e| StoreError::Failed(format!("the store's reader failed: {e}")))?;
         }
+        let sizes = sqlx::query(select_sizes!(
+            "WHERE d.state = 'queued' ORDER BY d.id LIMIT $1"
+        ))
+        .bind(limit)
+        .fetch_all(&self.pool)
+        .await?;
+        let Some((last, _)) = last_within_bytes(&sizes, max_bytes)? else {
+            return Ok(Vec::new());
+        };
         let rows = sqlx::query(QUEUED_SQL)
-            .bind(limit)
+            .bind(last)
             .fetch_all(&self.pool)
             .await?;
         Ok(rows.iter().map(queued_from).collect::<Result<_, _>>()?)

@@ -54,6 +54,7 @@ on_both!(
     batch_placeholders_fit_the_backend,
     checkpoints_copy_the_wal_on_sqlite_only,
     old_finished_deliveries_lose_their_bodies_then_their_records,
+    a_batch_reads_at_most_its_bytes_of_bodies,
 );
 
 async fn open(db: &TestDb) -> Store {
@@ -1597,6 +1598,91 @@ fn sync_wal_syncs_the_log_or_else_the_database_file() {
 /// A packed body of exactly `n` bytes (as kept in memory; it does not unpack).
 fn packed_bytes(n: usize) -> PackedBody {
     PackedBody(vec![0; n].into())
+}
+
+/// Deliveries whose bodies (`sizes`, stored bytes) are queued in this order, and their ids.
+async fn queue_sized(store: &Store, sizes: &[usize]) -> Vec<i64> {
+    // Zero-padded: the pool inserts a batch in key order, so ids follow the keys.
+    let batch: Vec<NewDelivery> = sizes
+        .iter()
+        .enumerate()
+        .map(|(i, &n)| NewDelivery {
+            body: packed_bytes(n),
+            ..delivery(&format!("sized-{i:03}"), DeliveryState::Queued)
+        })
+        .collect();
+    let inserted = store
+        .insert_deliveries(&batch.iter().collect::<Vec<_>>())
+        .await
+        .expect("insert");
+    inserted.iter().map(|i| i.id).collect()
+}
+
+/// The worker's batches, claimed and finished one after the other until none is left.
+async fn batches(store: &Store) -> Vec<Vec<i64>> {
+    let mut out = Vec::new();
+    loop {
+        let claimed = store
+            .claim_deliveries("worker-a", 256, std::time::Duration::from_secs(60))
+            .await
+            .expect("claim");
+        if claimed.is_empty() {
+            return out;
+        }
+        let done: Vec<Finished> = claimed
+            .iter()
+            .map(|d| Finished {
+                id: d.id,
+                state: DeliveryState::Processed,
+                summary: "read".into(),
+                run_id: None,
+            })
+            .collect();
+        let mut tx = store.begin().await.expect("begin");
+        finish_deliveries(&mut tx, &done, &now_text())
+            .await
+            .expect("finish");
+        tx.commit().await.expect("commit");
+        out.push(claimed.iter().map(|d| d.id).collect());
+    }
+}
+
+/// A worker batch reads at most its bound of stored body bytes, always at least one
+/// delivery however large, and leaves the rest (on PostgreSQL, unleased) for the next.
+async fn a_batch_reads_at_most_its_bytes_of_bodies(db: TestDb) {
+    let store = open(&db).await.with_batch_bytes(10_000);
+    let ids = queue_sized(&store, &[4_000, 4_000, 4_000, 20_000, 1, 1]).await;
+    // Read without a lease (PostgreSQL's other query) as with one.
+    let read = store.queued(256).await.expect("queued");
+    assert_eq!(read.iter().map(|d| d.id).collect::<Vec<_>>(), &ids[0..2]);
+    assert_eq!(
+        batches(&store).await,
+        [&ids[0..2], &ids[2..3], &ids[3..4], &ids[4..6]],
+        "4,000 + 4,000, then 4,000 (20,000 more would pass 10,000), then 20,000 alone"
+    );
+    store.close().await;
+}
+
+/// On a SQLite file, bodies kept in memory count towards the bound, and those of
+/// deliveries left for the next batch go back to memory.
+#[tokio::test]
+async fn kept_bodies_past_a_batch_bound_stay_kept() {
+    let db = TestDb::sqlite();
+    let store = open(&db).await.with_batch_bytes(10_000);
+    let ids = queue_sized(&store, &[100, 100, 100]).await;
+    store.recent().keep([
+        (ids[0], packed_bytes(6_000)),
+        (ids[1], packed_bytes(6_000)),
+        (ids[2], packed_bytes(1)),
+    ]);
+    let first = store.queued(256).await.expect("first");
+    assert_eq!(first.iter().map(|d| d.id).collect::<Vec<_>>(), [ids[0]]);
+    assert!(
+        matches!(&first[0].body, super::QueuedBody::Packed(b) if b.bytes().len() == 6_000),
+        "from memory"
+    );
+    assert_eq!(store.recent().len(), (2, 6_001), "the other two are kept");
+    store.close().await;
 }
 
 /// The worker takes a body the intake kept in memory, once; other bodies, and that one
