@@ -90,12 +90,18 @@ impl Writer {
                 // A thread of its own (not the blocking pool), named for profiles and `top -H`.
                 let runtime = Handle::current();
                 let (done, finished) = oneshot::channel::<()>();
+                let writer = SqliteWriter {
+                    store,
+                    file,
+                    runtime,
+                    committed,
+                };
                 let spawned = std::thread::Builder::new()
                     .name("hoist-intake".into())
                     .spawn(move || {
-                        let intake = open_at_start(&store, &file, &runtime);
+                        let intake = writer.open_at_start();
                         let _ = ready.send(true);
-                        sqlite_loop(store, &file, wal, intake, rx, committed, runtime, sync);
+                        writer.run(intake, rx, wal, sync);
                         let _ = done.send(());
                     });
                 if let Err(e) = spawned {
@@ -205,118 +211,125 @@ fn split(work: Vec<Work>) -> (Vec<Job>, Vec<Finish>) {
     (jobs, finishes)
 }
 
-/// Opens the intake's connection before the first batch. Reading the stored keys into
-/// its filter takes a while on a large store (about 45 ms for 271,000 deliveries), which
-/// the first delivery after a start would otherwise wait for. On failure, the first batch
-/// tries again.
-fn open_at_start(store: &Store, file: &std::path::Path, runtime: &Handle) -> Option<SqliteIntake> {
-    let opened = runtime
-        .block_on(store.turn())
-        .and_then(|_turn| SqliteIntake::open(file));
-    match opened {
-        Ok(intake) => Some(intake),
-        Err(e) => {
-            tracing::warn!(error = %e, "cannot open the intake's connection; the first delivery tries again");
-            None
-        }
-    }
+/// The SQLite writer's thread, with what it works with for its whole life.
+struct SqliteWriter {
+    store: Store,
+    file: std::path::PathBuf,
+    runtime: Handle,
+    /// Notified after every batch (the worker waits on it).
+    committed: Arc<Notify>,
 }
 
-/// The SQLite writer, on a thread of its own: gather, take the write turn, commit
-/// without syncing, give the turn back, pass the batch to the syncer.
-#[allow(clippy::too_many_arguments)]
-fn sqlite_loop(
-    store: Store,
-    file: &std::path::Path,
-    wal: Arc<std::path::Path>,
-    mut intake: Option<SqliteIntake>,
-    mut rx: mpsc::Receiver<Work>,
-    committed: Arc<Notify>,
-    runtime: Handle,
-    sync: SyncFn,
-) {
-    let (to_syncer, syncer_rx) = std_mpsc::channel::<Committed>();
-    let syncer = std::thread::Builder::new()
-        .name("hoist-wal-sync".into())
-        .spawn(move || sync_loop(&wal, syncer_rx, sync));
-    let syncer = match syncer {
-        Ok(handle) => Some(handle),
-        Err(e) => {
-            tracing::error!(error = %e, "cannot start the intake's sync thread");
-            None
-        }
-    };
-    let mut work = Vec::with_capacity(MAX_BATCH);
-    while let Some(first) = rx.blocking_recv() {
-        work.push(first);
-        while work.len() < MAX_BATCH {
-            match rx.try_recv() {
-                Ok(w) => work.push(w),
-                Err(_) => break,
+impl SqliteWriter {
+    /// Opens the intake's connection before the first batch. Reading the stored keys into
+    /// its filter takes a while on a large store (about 45 ms for 271,000 deliveries),
+    /// which the first delivery after a start would otherwise wait for. On failure, the
+    /// first batch tries again.
+    fn open_at_start(&self) -> Option<SqliteIntake> {
+        let opened = self
+            .runtime
+            .block_on(self.store.turn())
+            .and_then(|_turn| SqliteIntake::open(&self.file));
+        match opened {
+            Ok(intake) => Some(intake),
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot open the intake's connection; the first delivery tries again");
+                None
             }
         }
-        let (jobs, finishes) = split(std::mem::take(&mut work));
-        let result = if syncer.is_none() {
-            Err(StoreError::Closed)
-        } else {
-            commit(&store, file, &mut intake, &jobs, &finishes, &runtime)
+    }
+
+    /// Gathers, takes the write turn, commits without syncing, gives the turn back, and
+    /// passes the batch to the syncer (a thread of its own that makes `wal` durable with
+    /// `sync`), until every sender is gone.
+    fn run(
+        self,
+        mut intake: Option<SqliteIntake>,
+        mut rx: mpsc::Receiver<Work>,
+        wal: Arc<std::path::Path>,
+        sync: SyncFn,
+    ) {
+        let (to_syncer, syncer_rx) = std_mpsc::channel::<Committed>();
+        let syncer = std::thread::Builder::new()
+            .name("hoist-wal-sync".into())
+            .spawn(move || sync_loop(&wal, syncer_rx, sync));
+        let syncer = match syncer {
+            Ok(handle) => Some(handle),
+            Err(e) => {
+                tracing::error!(error = %e, "cannot start the intake's sync thread");
+                None
+            }
         };
-        match result {
-            Ok((inserted, counts)) => {
-                stored(&inserted, &committed);
-                let batch = Committed {
-                    jobs,
-                    inserted,
-                    finished: finishes.into_iter().zip(counts).collect(),
-                };
-                if let Err(std_mpsc::SendError(batch)) = to_syncer.send(batch) {
-                    refuse(batch.jobs, &StoreError::Closed);
+        let mut work = Vec::with_capacity(MAX_BATCH);
+        while let Some(first) = rx.blocking_recv() {
+            work.push(first);
+            while work.len() < MAX_BATCH {
+                match rx.try_recv() {
+                    Ok(w) => work.push(w),
+                    Err(_) => break,
                 }
             }
-            Err(e) => {
-                // A connection that failed may be broken: the next batch opens a new one.
-                intake = None;
-                refuse(jobs, &e);
-                refuse_marks(finishes, &e);
+            let (jobs, finishes) = split(std::mem::take(&mut work));
+            let result = if syncer.is_none() {
+                Err(StoreError::Closed)
+            } else {
+                self.commit(&mut intake, &jobs, &finishes)
+            };
+            match result {
+                Ok((inserted, counts)) => {
+                    stored(&inserted, &self.committed);
+                    let batch = Committed {
+                        jobs,
+                        inserted,
+                        finished: finishes.into_iter().zip(counts).collect(),
+                    };
+                    if let Err(std_mpsc::SendError(batch)) = to_syncer.send(batch) {
+                        refuse(batch.jobs, &StoreError::Closed);
+                    }
+                }
+                Err(e) => {
+                    // A connection that failed may be broken: the next batch opens a new one.
+                    intake = None;
+                    refuse(jobs, &e);
+                    refuse_marks(finishes, &e);
+                }
             }
         }
+        drop(to_syncer);
+        if let Some(syncer) = syncer
+            && syncer.join().is_err()
+        {
+            tracing::error!("the intake's sync thread panicked");
+        }
     }
-    drop(to_syncer);
-    if let Some(syncer) = syncer
-        && syncer.join().is_err()
-    {
-        tracing::error!("the intake's sync thread panicked");
-    }
-}
 
-/// One batch under the write turn, on the intake connection (opened again if it failed).
-fn commit(
-    store: &Store,
-    file: &std::path::Path,
-    intake: &mut Option<SqliteIntake>,
-    jobs: &[Job],
-    finishes: &[Finish],
-    runtime: &Handle,
-) -> Result<(Vec<Inserted>, Vec<Marked>), StoreError> {
-    if store.is_closed() {
-        return Err(StoreError::Closed);
+    /// One batch under the write turn, on the intake connection (opened again if it failed).
+    fn commit(
+        &self,
+        intake: &mut Option<SqliteIntake>,
+        jobs: &[Job],
+        finishes: &[Finish],
+    ) -> Result<(Vec<Inserted>, Vec<Marked>), StoreError> {
+        if self.store.is_closed() {
+            return Err(StoreError::Closed);
+        }
+        let _turn = self.runtime.block_on(self.store.turn())?;
+        let conn = match intake {
+            Some(conn) => conn,
+            None => intake.insert(SqliteIntake::open(&self.file)?),
+        };
+        let batch: Vec<&NewDelivery> = jobs.iter().map(|j| &j.delivery).collect();
+        let done: Vec<&[Finished]> = finishes.iter().map(|f| f.done.as_slice()).collect();
+        let (inserted, counts) = conn.insert(&batch, &done)?;
+        self.store.recent().keep(
+            batch
+                .iter()
+                .zip(&inserted)
+                .filter(|(_, ins)| ins.state == DeliveryState::Queued)
+                .map(|(d, ins)| (ins.id, d.body.clone())),
+        );
+        Ok((inserted, counts))
     }
-    let _turn = runtime.block_on(store.turn())?;
-    let conn = match intake {
-        Some(conn) => conn,
-        None => intake.insert(SqliteIntake::open(file)?),
-    };
-    let batch: Vec<&NewDelivery> = jobs.iter().map(|j| &j.delivery).collect();
-    let done: Vec<&[Finished]> = finishes.iter().map(|f| f.done.as_slice()).collect();
-    let (inserted, counts) = conn.insert(&batch, &done)?;
-    store.recent().keep(
-        batch
-            .iter()
-            .zip(&inserted)
-            .filter(|(_, ins)| ins.state == DeliveryState::Queued)
-            .map(|(d, ins)| (ins.id, d.body.clone())),
-    );
-    Ok((inserted, counts))
 }
 
 /// Syncs the log once for every batch committed since the last sync, then answers them.
