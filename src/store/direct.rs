@@ -119,6 +119,10 @@ impl Recent {
     }
 }
 
+/// The oldest queued deliveries, without their bodies (`?1`: how many).
+pub(super) const HEADS_SQL: &str =
+    "SELECT id, event, project FROM deliveries WHERE state = 'queued' ORDER BY id LIMIT ?1";
+
 /// The oldest queued deliveries of the store file at `path`, on `reader` (opened on
 /// first use); their bodies from `recent` where it has them, else from the file. At most
 /// `limit` of them, and only as many as have `max_bytes` of stored bodies together
@@ -138,9 +142,7 @@ pub fn read_queued(
         None => slot.insert(open(path)?),
     };
     let result = (|| {
-        let mut heads = conn.prepare_cached(
-            "SELECT id, event, project FROM deliveries WHERE state = 'queued' ORDER BY id LIMIT ?1",
-        )?;
+        let mut heads = conn.prepare_cached(HEADS_SQL)?;
         let mut heads: Vec<(i64, String, String)> = heads
             .query_map([limit], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?
             .collect::<Result<_, _>>()?;

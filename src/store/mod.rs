@@ -303,6 +303,12 @@ macro_rules! select_sizes {
 }
 pub(crate) use select_sizes;
 
+/// How many deliveries are queued.
+const QUEUE_DEPTH_SQL: &str = "SELECT COUNT(*) FROM deliveries WHERE state = 'queued'";
+
+/// The oldest queued deliveries' sizes, for [`Store::queued`] (`$1`: how many).
+const QUEUED_SIZES_SQL: &str = select_sizes!("WHERE d.state = 'queued' ORDER BY d.id LIMIT $1");
+
 /// The most stored body bytes one worker batch reads (packed, as the store keeps them):
 /// without it, a batch of 256 hooks near GitLab's 25 MiB limit would be read into memory
 /// whole. A batch always takes its first delivery, whatever its size.
@@ -580,12 +586,10 @@ impl Store {
             .await
             .map_err(|e| StoreError::Failed(format!("the store's reader failed: {e}")))?;
         }
-        let sizes = sqlx::query(select_sizes!(
-            "WHERE d.state = 'queued' ORDER BY d.id LIMIT $1"
-        ))
-        .bind(limit)
-        .fetch_all(&self.pool)
-        .await?;
+        let sizes = sqlx::query(QUEUED_SIZES_SQL)
+            .bind(limit)
+            .fetch_all(&self.pool)
+            .await?;
         let Some((last, _)) = last_within_bytes(&sizes, max_bytes)? else {
             return Ok(Vec::new());
         };
@@ -597,7 +601,7 @@ impl Store {
     }
 
     pub async fn queue_depth(&self) -> Result<i64, StoreError> {
-        let n: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM deliveries WHERE state = 'queued'")
+        let n: i64 = sqlx::query_scalar(QUEUE_DEPTH_SQL)
             .fetch_one(&self.pool)
             .await?;
         Ok(n)
