@@ -1663,6 +1663,24 @@ async fn queue_sized(store: &Store, sizes: &[usize]) -> Vec<i64> {
     inserted.iter().map(|i| i.id).collect()
 }
 
+/// Marks the deliveries `ids` processed, in a transaction of their own.
+async fn mark_processed(store: &Store, ids: &[i64]) {
+    let done: Vec<Finished> = ids
+        .iter()
+        .map(|&id| Finished {
+            id,
+            state: DeliveryState::Processed,
+            summary: "done".into(),
+            run_id: None,
+        })
+        .collect();
+    let mut tx = store.begin().await.expect("begin");
+    finish_deliveries(&mut tx, &done, &now_text())
+        .await
+        .expect("finish");
+    tx.commit().await.expect("commit");
+}
+
 /// The worker's batches, claimed and finished one after the other until none is left.
 async fn batches(store: &Store) -> Vec<Vec<i64>> {
     let mut out = Vec::new();
@@ -1674,21 +1692,9 @@ async fn batches(store: &Store) -> Vec<Vec<i64>> {
         if claimed.is_empty() {
             return out;
         }
-        let done: Vec<Finished> = claimed
-            .iter()
-            .map(|d| Finished {
-                id: d.id,
-                state: DeliveryState::Processed,
-                summary: "read".into(),
-                run_id: None,
-            })
-            .collect();
-        let mut tx = store.begin().await.expect("begin");
-        finish_deliveries(&mut tx, &done, &now_text())
-            .await
-            .expect("finish");
-        tx.commit().await.expect("commit");
-        out.push(claimed.iter().map(|d| d.id).collect());
+        let ids: Vec<i64> = claimed.iter().map(|d| d.id).collect();
+        mark_processed(store, &ids).await;
+        out.push(ids);
     }
 }
 
@@ -1898,24 +1904,15 @@ async fn old_finished_deliveries_lose_their_bodies_then_their_records(db: TestDb
         ins.extend(store.insert_deliveries(&[case]).await.expect("insert"));
     }
     let all: Vec<&NewDelivery> = bulk.iter().chain(&cases).collect();
-    let finished: Vec<Finished> = ins
+    let finished: Vec<i64> = ins
         .iter()
         .zip(&all)
         .filter(|(_, d)| {
             d.idempotency_key.ends_with("-done") || d.idempotency_key.starts_with("bulk-")
         })
-        .map(|(i, _)| Finished {
-            id: i.id,
-            state: DeliveryState::Processed,
-            summary: "done".into(),
-            run_id: None,
-        })
+        .map(|(i, _)| i.id)
         .collect();
-    let mut tx = store.begin().await.expect("begin");
-    finish_deliveries(&mut tx, &finished, &now_text())
-        .await
-        .expect("finish");
-    tx.commit().await.expect("commit");
+    mark_processed(&store, &finished).await;
     // The SQLite intake keeps its keys in delivery_keys instead of dedupe_key: give the
     // rows theirs there too, to see retention drop the keys of what it drops.
     sqlx::query(
